@@ -1,0 +1,8 @@
+import { initCommand } from './init.js';
+import { backupCommand } from './backup.js';
+import { pointsCommand } from './points.js';
+import { restoreCommand } from './restore.js';
+import { checkCommand } from './check.js';
+
+/** Every command, in the order `drctl --help` lists them. */
+export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand];

@@ -1,0 +1,35 @@
+import { printJson, type CliContext, type OutputOptions } from '../context.js';
+import { openRepo, type RepoOptions } from '../repo-option.js';
+import { bytes } from '../format.js';
+import type { CommandSpec } from '../command.js';
+
+type Opts = RepoOptions & OutputOptions & { name?: string };
+
+export const pointsCommand: CommandSpec<Opts> = {
+  name: 'points',
+  summary: 'list recovery points, newest last',
+  options: [{ flags: '--name <name>', description: 'only points of this name' }],
+  exitCodes: '0 listed · 2 no repository',
+  async run(ctx: CliContext, opts: Opts) {
+    const repo = await openRepo(ctx, opts);
+    const { points, damaged } = await repo.listPoints();
+    const shown = opts.name ? points.filter((p) => p.name === opts.name) : points;
+    for (const id of damaged) ctx.stderr.write(`warning: point file ${id.slice(0, 12)} is damaged and was skipped - run \`drctl check\`\n`);
+    if (opts.json) {
+      printJson(ctx, shown);
+      return 0;
+    }
+    if (shown.length === 0) {
+      if (!opts.quiet) ctx.stdout.write(`no recovery points${opts.name ? ` named ${opts.name}` : ''} in ${repo.location}\n`);
+      return 0;
+    }
+    const rows = shown.map((p) => [
+      p.id.slice(0, 12), p.time.replace(/\.\d+Z$/, 'Z'), p.kind, p.name, bytes(p.stats.logicalBytes), bytes(p.stats.storedNewBytes),
+      [p.errors.length ? `partial(${p.errors.length})` : '', p.fallback ? 'fallback' : '', p.changeTracking?.mode === 'changed-extents' ? 'incremental' : ''].filter(Boolean).join(',') || '-',
+    ]);
+    const head = ['ID', 'TIME', 'KIND', 'NAME', 'SIZE', 'NEW', 'FLAGS'];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+    for (const r of [head, ...rows]) ctx.stdout.write(r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
+    return 0;
+  },
+};

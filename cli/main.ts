@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+/** drctl entry point: wires the real process (streams, clock, signals) to the program. */
+import { availableParallelism, hostname } from 'node:os';
+import { systemClock } from '../engine/runtime/clock.js';
+import type { CliContext } from './context.js';
+import { main } from './program.js';
+import { shutdownCodecPool } from '../engine/repo/index.js';
+
+// Hashing and compression run on libuv's pool (engine/repo/codec.ts); size it before first use.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() * 2));
+
+const controller = new AbortController();
+let interrupts = 0;
+const onSignal = (): void => {
+  // First Ctrl-C stops cleanly (nothing half-committed); a second one exits at once.
+  if (++interrupts > 1) process.exit(130);
+  process.stderr.write('\ndrctl: interrupting - finishing in-flight writes, nothing will be committed\n');
+  controller.abort();
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+const ctx: CliContext = {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+  clock: systemClock,
+  hostname: hostname(),
+  signal: controller.signal,
+};
+process.exitCode = await main(process.argv.slice(2), ctx);
+// Idle worker threads are unref'd, but a MessagePort can still hold the loop open: stop them.
+await shutdownCodecPool();

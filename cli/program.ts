@@ -1,0 +1,61 @@
+/**
+ * The drctl command line as a function: builds the commands, runs one, and is the only place
+ * that turns errors into messages and exit codes. cli/main.ts wires it to the real process.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { isDrError, ExitCode } from '../engine/errors.js';
+import type { CliContext } from './context.js';
+import type { CommandSpec } from './command.js';
+import { commands } from './commands/index.js';
+
+export async function main(argv: string[], ctx: CliContext): Promise<number> {
+  const program = new Command('drctl')
+    .description('backup and disaster recovery for VMs and files')
+    .option('--debug', 'print stack traces of unexpected errors')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) })
+    .showHelpAfterError('(run with --help for usage)');
+  let code: number = ExitCode.ok;
+  let json = false;
+  for (const spec of commands as CommandSpec<Record<string, unknown>>[]) {
+    const cmd = program.command(spec.args ? `${spec.name} ${spec.args}` : spec.name).description(spec.summary);
+    cmd.option('--repo <dir>', 'repository folder (default: $DRCTL_REPO)');
+    for (const o of spec.options) {
+      if (o.repeatable) cmd.addOption(new Option(o.flags, o.description).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]));
+      else cmd.option(o.flags, o.description);
+    }
+    cmd.option('--json', 'print exactly one JSON document on stdout').option('-q, --quiet', 'print nothing but errors');
+    cmd.addHelpText('after', `\nExit codes: ${spec.exitCodes}`);
+    cmd.exitOverride().action(async (...a: unknown[]) => {
+      const command = a.at(-1) as Command;
+      const opts = command.opts();
+      json = !!opts.json;
+      code = await spec.run(ctx, opts, command.args);
+    });
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version are "errors" to commander; usage mistakes exit 2.
+      return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    return reportError(ctx, e, json, argv.includes('--debug'));
+  }
+}
+
+function reportError(ctx: CliContext, e: unknown, json: boolean, debug: boolean): number {
+  if (isDrError(e)) {
+    if (json) ctx.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, hint: e.hint } }, null, 2) + '\n');
+    ctx.stderr.write(`drctl: ${e.message}${e.hint ? ` (${e.hint})` : ''}\n`);
+    if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
+    return e.exitCode;
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  if (json) ctx.stdout.write(JSON.stringify({ error: { code: 'INTERNAL', message: msg } }, null, 2) + '\n');
+  ctx.stderr.write(`drctl: unexpected error: ${msg} (this is a bug; run again with --debug for details)\n`);
+  if (debug && e instanceof Error && e.stack) ctx.stderr.write(e.stack + '\n');
+  return ExitCode.failed;
+}
+

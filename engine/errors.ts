@@ -1,0 +1,133 @@
+/**
+ * One error hierarchy for everything an operator can meet. Each class carries a stable
+ * `code`, the process exit code (mapped once, here, so message and code cannot drift apart)
+ * and a `hint` naming the next step. Messages follow "what failed, on which object - cause".
+ *
+ * Exit codes are the documented CLI contract: 0 ok, 1 failed, 2 usage or configuration
+ * error (nothing was changed), 3 partial (the point was committed, some items failed).
+ */
+export const ExitCode = { ok: 0, failed: 1, usage: 2, partial: 3 } as const;
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export abstract class DrError extends Error {
+  abstract readonly code: string;
+  abstract readonly exitCode: ExitCodeValue;
+  constructor(message: string, readonly hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad command line or configuration; nothing was changed. */
+export class UsageError extends DrError {
+  readonly code = 'USAGE';
+  readonly exitCode = ExitCode.usage;
+}
+
+export class RepoNotFoundError extends DrError {
+  readonly code = 'REPO_NOT_FOUND';
+  readonly exitCode = ExitCode.usage;
+  constructor(repo: string) {
+    super(`repository ${repo} does not exist`,
+      `create it with \`drctl init --repo ${repo}\`, or point --repo / DRCTL_REPO at an existing repository`);
+  }
+}
+
+export class NotARepositoryError extends DrError {
+  readonly code = 'NOT_A_REPO';
+  readonly exitCode = ExitCode.usage;
+  constructor(repo: string, why: string) {
+    super(`${repo} is not a drctl repository - ${why}`,
+      `check --repo / DRCTL_REPO; to start a new repository use an empty folder with \`drctl init\``);
+  }
+}
+
+export class RepoVersionError extends DrError {
+  readonly code = 'REPO_VERSION';
+  readonly exitCode = ExitCode.usage;
+  constructor(repo: string, found: number, supported: number) {
+    super(`repository ${repo} has format version ${found}; this drctl reads versions up to ${supported}`,
+      'upgrade drctl to a release that supports this repository format; nothing was changed');
+  }
+}
+
+export class RepositoryLockedError extends DrError {
+  readonly code = 'REPO_LOCKED';
+  readonly exitCode = ExitCode.failed;
+  constructor(repo: string, holder: string) {
+    super(`cannot lock repository ${repo} - locked by ${holder}`,
+      'wait for that job to finish; a lock whose process is gone expires by itself after its heartbeat stops');
+  }
+}
+
+export class SourceError extends DrError {
+  readonly code = 'SOURCE_UNREADABLE';
+  readonly exitCode = ExitCode.usage;
+  constructor(path: string, why: string, options?: { cause?: unknown }) {
+    super(`cannot read source ${path} - ${why}`,
+      'check the path and that drctl may read it (permissions, the file is not in use exclusively)', options);
+  }
+}
+
+export class TargetFullError extends DrError {
+  readonly code = 'TARGET_FULL';
+  readonly exitCode = ExitCode.failed;
+  constructor(location: string, options?: { cause?: unknown }) {
+    super(`target ${location} is out of space - nothing was committed, older points are intact`,
+      'free space on the volume (drctl prune removes unreferenced data) or use a larger target, then run the backup again', options);
+  }
+}
+
+export class TargetIoError extends DrError {
+  readonly code = 'TARGET_IO';
+  readonly exitCode = ExitCode.failed;
+}
+
+/** Data in the repository is missing or does not match its hash. */
+export class IntegrityError extends DrError {
+  readonly code = 'INTEGRITY';
+  readonly exitCode = ExitCode.failed;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'run `drctl check --read-data` to see every affected point; restore from another point', options);
+  }
+}
+
+export class PointNotFoundError extends DrError {
+  readonly code = 'POINT_NOT_FOUND';
+  readonly exitCode = ExitCode.usage;
+}
+
+export class DestinationExistsError extends DrError {
+  readonly code = 'DEST_EXISTS';
+  readonly exitCode = ExitCode.usage;
+  constructor(path: string, more = 0) {
+    super(`restore destination ${path} already exists${more > 0 ? ` (and ${more} more)` : ''} - nothing was written`,
+      'choose another --to, or add --overwrite to replace existing files');
+  }
+}
+
+export class UnsafePathError extends DrError {
+  readonly code = 'UNSAFE_PATH';
+  readonly exitCode = ExitCode.failed;
+  constructor(path: string, why: string) {
+    super(`refusing to write ${path} - ${why}`, 'the point holds a name that would escape the destination; restore another point or use --include');
+  }
+}
+
+export class InterruptedError extends DrError {
+  readonly code = 'INTERRUPTED';
+  readonly exitCode = ExitCode.failed;
+  constructor() {
+    super('interrupted - nothing was committed, the repository is consistent', 'run the command again');
+  }
+}
+
+export function isDrError(e: unknown): e is DrError {
+  return e instanceof DrError;
+}
+
+/** errno code of a Node system error, if any. */
+export function errnoCode(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null && 'code' in e && typeof (e as { code: unknown }).code === 'string'
+    ? (e as { code: string }).code : undefined;
+}

@@ -1,0 +1,121 @@
+/**
+ * Writes blobs for one backup session: dedup against the index (and against blobs already
+ * written or in flight in this session), compress, append to a pack, seal packs at ~16 MiB
+ * and upload them while the next one fills. `finish()` flushes the last pack and writes one
+ * index file for every pack of the session — only after all packs are durable.
+ */
+import { Keys, type RepoConfig } from './format.js';
+import { encode, hashOwned } from './codec.js';
+import { sealPack, type BlobEntry } from './pack.js';
+import { encodeIndexFile, type BlobIndex } from './index-store.js';
+import type { TargetDriver } from '../../targets/types.js';
+
+export interface WriteStats {
+  blobsNew: number;
+  blobsReused: number;
+  rawBytesNew: number;
+  storedBytesNew: number;
+  packsWritten: number;
+}
+
+const MAX_PACKS_IN_FLIGHT = 2;
+
+export class BlobWriter {
+  readonly stats: WriteStats = { blobsNew: 0, blobsReused: 0, rawBytesNew: 0, storedBytesNew: 0, packsWritten: 0 };
+  private parts: Buffer[] = [];
+  private entries: BlobEntry[] = [];
+  private packBytes = 0;
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly uploads = new Set<Promise<void>>();
+  private readonly written: { id: string; blobs: BlobEntry[] }[] = [];
+  private failure: unknown;
+
+  constructor(
+    private readonly target: TargetDriver,
+    private readonly index: BlobIndex,
+    private readonly config: RepoConfig,
+  ) {}
+
+  /** Hash `raw` and store it unless the repository already has it; returns the hash (hex). Takes ownership of `raw`. */
+  async putRaw(raw: Buffer): Promise<string> {
+    const { hash, data } = await hashOwned(raw);
+    await this.putHashed(hash, data);
+    return hash;
+  }
+
+  /**
+   * Store a blob whose hash the caller already computed. Idempotent per hash. Takes ownership
+   * of `raw` (it may be handed to a worker thread): do not use it afterwards.
+   */
+  async putHashed(hash: string, raw: Buffer): Promise<void> {
+    this.throwIfFailed();
+    if (this.index.has(hash)) {
+      this.stats.blobsReused++;
+      return;
+    }
+    const pending = this.inFlight.get(hash);
+    if (pending) {
+      this.stats.blobsReused++;
+      return pending;
+    }
+    const p = this.store(hash, raw);
+    this.inFlight.set(hash, p);
+    return p;
+  }
+
+  private async store(hash: string, raw: Buffer): Promise<void> {
+    const rawLength = raw.length;
+    const { data, codec } = await encode(raw, this.config.compression.level);
+    this.entries.push([hash, this.packBytes, data.length, rawLength, codec]);
+    this.parts.push(data);
+    this.packBytes += data.length;
+    this.stats.blobsNew++;
+    this.stats.rawBytesNew += rawLength;
+    this.stats.storedBytesNew += data.length;
+    if (this.packBytes >= this.config.packTargetBytes) await this.sealCurrent();
+  }
+
+  private async sealCurrent(): Promise<void> {
+    if (this.entries.length === 0) return;
+    const parts = this.parts;
+    const entries = this.entries;
+    this.parts = [];
+    this.entries = [];
+    this.packBytes = 0;
+    while (this.uploads.size >= MAX_PACKS_IN_FLIGHT) await Promise.race(this.uploads);
+    this.throwIfFailed();
+    const upload = (async () => {
+      const sealed = await sealPack(parts, entries);
+      const { hash: id, data: pack } = await hashOwned(sealed);
+      await this.target.put(Keys.pack(id), pack);
+      this.written.push({ id, blobs: entries });
+      this.stats.packsWritten++;
+      // From now on the in-memory index answers for these blobs; the index *file* that makes
+      // them visible to other processes is written by finish(), after every pack is durable.
+      this.index.addPack(id, entries);
+      for (const [hash] of entries) this.inFlight.delete(hash);
+    })().catch((e: unknown) => {
+      this.failure ??= e;
+    });
+    this.uploads.add(upload);
+    void upload.finally(() => this.uploads.delete(upload));
+  }
+
+  /** Seal the last pack, wait for every upload, then write the index file. Returns its id (or undefined if nothing new). */
+  async finish(): Promise<string | undefined> {
+    await Promise.all(this.inFlight.values()).catch(() => undefined);
+    this.throwIfFailed();
+    await this.sealCurrent();
+    await Promise.all(this.uploads);
+    this.throwIfFailed();
+    if (this.written.length === 0) return undefined;
+    const { id, bytes } = await encodeIndexFile(this.written);
+    await this.target.put(Keys.index(id), bytes);
+    this.index.files.add(id);
+    return id;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+}

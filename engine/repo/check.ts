@@ -1,0 +1,168 @@
+/**
+ * Repository check. Structure: every index file and point file matches its hash, every
+ * indexed pack exists and is long enough, every blob a point references is indexed.
+ * With readData: every pack is read, its hash checked, and every blob decompressed and
+ * re-hashed. Damage is reported as the points and the disk ranges / files it affects.
+ */
+import type { Repository } from './repository.js';
+import type { Point } from './point.js';
+import type { BlobLocation } from './index-store.js';
+import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
+import { hashHex } from './codec.js';
+import { readPackHeader } from './pack.js';
+import { runBounded } from '../runtime/concurrency.js';
+import type { ProgressFn } from '../progress.js';
+import { BlobNotFoundError } from '../../targets/types.js';
+
+export interface CheckProblem {
+  kind: 'damaged-index' | 'damaged-point' | 'missing-pack' | 'truncated-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob';
+  object: string;
+  message: string;
+}
+
+export interface AffectedPoint {
+  id: string;
+  name: string;
+  time: string;
+  /** "disk.img bytes 0-262144", "etc/passwd", "folder srv/ and everything below" */
+  items: string[];
+}
+
+export interface CheckReport {
+  ok: boolean;
+  points: number;
+  packs: number;
+  blobs: number;
+  readData: boolean;
+  bytesRead: number;
+  unindexedPacks: number;
+  problems: CheckProblem[];
+  affected: AffectedPoint[];
+}
+
+/** Walks a file point's trees, calling `use` for every blob it references; supplied by the files module. */
+export type TreeBlobWalker = (repo: Repository, point: Point, damaged: (hash: string) => boolean) => Promise<string[]>;
+
+export async function checkRepository(repo: Repository, opts: { readData?: boolean; walkFiles: TreeBlobWalker; onProgress?: ProgressFn; signal?: AbortSignal }): Promise<CheckReport> {
+  const problems: CheckProblem[] = [];
+  for (const id of repo.damagedIndexFiles) {
+    problems.push({ kind: 'damaged-index', object: `index/${id}`, message: `index file ${id.slice(0, 12)} is damaged (its blobs are treated as missing)` });
+  }
+  const { points, damaged: damagedPoints } = await repo.listPoints();
+  for (const id of damagedPoints) {
+    problems.push({ kind: 'damaged-point', object: Keys.point(id), message: `point file ${id.slice(0, 12)} does not match its hash` });
+  }
+
+  const onDisk = new Map<string, number>();
+  for await (const info of repo.target.list('data/')) onDisk.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+
+  const bad = new Set<string>(); // blob hashes that cannot be read back
+  const groups = [...repo.index.entriesByPack()];
+  let blobs = 0;
+  let totalBytes = 0;
+  for (const [pack, entries] of groups) {
+    blobs += entries.length;
+    totalBytes += onDisk.get(pack) ?? 0;
+    const size = onDisk.get(pack);
+    const needed = Math.max(...entries.map(([, l]) => l.offset + l.length));
+    if (size === undefined) {
+      problems.push({ kind: 'missing-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is missing (${entries.length} blobs)` });
+      for (const [h] of entries) bad.add(h);
+    } else if (size < needed) {
+      problems.push({ kind: 'truncated-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is truncated (${size} bytes, index needs ${needed})` });
+      for (const [h, l] of entries) if (l.offset + l.length > size) bad.add(h);
+    }
+  }
+  const indexed = new Set(groups.map(([p]) => p));
+  const unindexedPacks = [...onDisk.keys()].filter((p) => !indexed.has(p)).length;
+
+  let bytesRead = 0;
+  if (opts.readData) {
+    const jobs = groups.filter(([pack]) => onDisk.has(pack)).map(([pack, entries]) => async () => {
+      const n = await readPack(repo, pack, entries, bad, problems);
+      bytesRead += n;
+      opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
+    });
+    await runBounded(jobs, 3, opts.signal);
+  }
+
+  const isBad = (h: string) => bad.has(h) || !repo.index.has(h);
+  const affected: AffectedPoint[] = [];
+  for (const p of points) {
+    const items = p.kind === 'vm' ? await affectedDiskRanges(repo, p, isBad) : await opts.walkFiles(repo, p, isBad);
+    if (items.length) affected.push({ id: p.id, name: p.name, time: p.time, items });
+  }
+  for (const a of affected) {
+    problems.push({ kind: 'missing-blob', object: a.id,
+      message: `point ${a.id.slice(0, 12)} (${a.name}, ${a.time}) cannot fully restore ${a.items.length} item(s): ${a.items.slice(0, 5).join('; ')}${a.items.length > 5 ? '; …' : ''}` });
+  }
+  return {
+    ok: problems.length === 0,
+    points: points.length,
+    packs: groups.length,
+    blobs,
+    readData: !!opts.readData,
+    bytesRead,
+    unindexedPacks,
+    problems,
+    affected,
+  };
+}
+
+async function readPack(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {
+  let bytes: Buffer;
+  try {
+    bytes = await repo.target.get(Keys.pack(pack));
+  } catch (e) {
+    if (!(e instanceof BlobNotFoundError)) throw e;
+    for (const [h] of entries) bad.add(h);
+    return 0;
+  }
+  let packOk = hashHex(bytes) === pack;
+  if (packOk) {
+    await readPackHeader(bytes).catch(() => {
+      packOk = false;
+    });
+  }
+  let badBlobs = 0;
+  await Promise.all(entries.map(async ([hash, loc]) => {
+    const stored = bytes.subarray(loc.offset, loc.offset + loc.length);
+    const ok = stored.length === loc.length && (await repo.verifyStored(hash, stored, pack, loc.codec, loc.rawLength).then(() => true, () => false));
+    if (!ok) {
+      bad.add(hash);
+      badBlobs++;
+    }
+  }));
+  if (!packOk || badBlobs) {
+    problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
+      message: `pack ${pack.slice(0, 12)} is damaged: ${badBlobs} of ${entries.length} blobs do not match their hash` });
+  }
+  return bytes.length;
+}
+
+/** Disk byte ranges of a VM point that reference unreadable chunks, merged. */
+async function affectedDiskRanges(repo: Repository, p: Point, isBad: (h: string) => boolean): Promise<string[]> {
+  const items: string[] = [];
+  for (const disk of p.disks ?? []) {
+    const ranges: [number, number][] = [];
+    for (const [seg, listHash] of disk.lists.entries()) {
+      const segStart = seg * LIST_ENTRIES_PER_BLOB * disk.chunkBytes;
+      if (isBad(listHash)) {
+        ranges.push([segStart, Math.min(disk.sizeBytes, segStart + LIST_ENTRIES_PER_BLOB * disk.chunkBytes)]);
+        continue;
+      }
+      const entries = await repo.readBlob(listHash);
+      for (let j = 0; j * HASH_BYTES < entries.length; j++) {
+        const h = entries.subarray(j * HASH_BYTES, (j + 1) * HASH_BYTES);
+        if (h.every((b) => b === 0) || !isBad(h.toString('hex'))) continue;
+        const s = segStart + j * disk.chunkBytes;
+        const e = Math.min(disk.sizeBytes, s + disk.chunkBytes);
+        const last = ranges.at(-1);
+        if (last && last[1] === s) last[1] = e;
+        else ranges.push([s, e]);
+      }
+    }
+    for (const [s, e] of ranges) items.push(`${disk.name} bytes ${s}-${e}`);
+  }
+  return items;
+}

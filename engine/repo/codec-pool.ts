@@ -1,0 +1,122 @@
+/**
+ * A small pool of worker threads for the CPU-heavy part of every data path: hashing and
+ * compression on backup, decompression + hash verification on restore and check. One pool
+ * per process, created on first use; workers are unref'd while idle so they never keep the
+ * process alive. Buffers that own their memory are transferred, not copied.
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+
+export type CodecRequest =
+  | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
+  | { id: number; op: 'compress'; data: ArrayBufferLike; offset: number; length: number; level: number }
+  | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string };
+
+export type CodecReply =
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string }
+  | { id: number; ok: false; error: string };
+
+interface Slot {
+  worker: Worker;
+  pending: number;
+}
+
+type Pending = { resolve: (r: CodecReply) => void; reject: (e: Error) => void; slot: Slot };
+
+export class CodecPool {
+  private readonly slots: Slot[] = [];
+  private readonly waiting = new Map<number, Pending>();
+  private nextId = 1;
+
+  constructor(size = availableParallelism()) {
+    for (let i = 0; i < Math.max(1, size); i++) {
+      const worker = new Worker(new URL('./codec-worker.js', import.meta.url));
+      const slot: Slot = { worker, pending: 0 };
+      worker.unref();
+      worker.on('message', (reply: CodecReply) => this.settle(reply));
+      worker.on('error', (e) => this.failAll(slot, e));
+      this.slots.push(slot);
+    }
+  }
+
+  /**
+   * SHA-256 of `data` (hex). The buffer is handed to a worker and handed back: use the
+   * returned `data`, not the argument, afterwards.
+   */
+  async hash(data: Buffer): Promise<{ hash: string; data: Buffer }> {
+    const r = await this.send({ op: 'hash' }, data);
+    if (!r.ok || !r.hash) throw new Error(r.ok ? 'no hash' : r.error);
+    return { hash: r.hash, data: toBuffer(r.data) };
+  }
+
+  /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */
+  async compress(raw: Buffer, level: number): Promise<{ data: Buffer; codec: number }> {
+    const r = await this.send({ op: 'compress', level }, raw);
+    if (!r.ok) throw new Error(r.error);
+    return { data: toBuffer(r.data), codec: r.codec };
+  }
+
+  /** Decompress and verify against `hash`; rejects with the reason when the data is damaged. */
+  async decode(stored: Buffer, codec: number, rawLength: number, hash: string): Promise<Buffer> {
+    const r = await this.send({ op: 'decode', codec, rawLength, hash }, stored);
+    if (!r.ok) throw new Error(r.error);
+    return toBuffer(r.data);
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private send(req: Record<string, unknown>, data: Buffer): Promise<CodecReply> {
+    const slot = this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
+    const id = this.nextId++;
+    const owned = ownsMemory(data) ? data : Buffer.from(data);
+    const ab = owned.buffer;
+    return new Promise<CodecReply>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, slot });
+      if (slot.pending++ === 0) slot.worker.ref();
+      slot.worker.postMessage({ ...req, id, data: ab, offset: owned.byteOffset, length: owned.byteLength }, [ab as ArrayBuffer]);
+    });
+  }
+
+  private settle(reply: CodecReply): void {
+    const p = this.waiting.get(reply.id);
+    if (!p) return;
+    this.waiting.delete(reply.id);
+    if (--p.slot.pending === 0) p.slot.worker.unref();
+    p.resolve(reply);
+  }
+
+  private failAll(slot: Slot, e: Error): void {
+    for (const [id, p] of this.waiting) {
+      if (p.slot !== slot) continue;
+      this.waiting.delete(id);
+      p.reject(e);
+    }
+    slot.pending = 0;
+    slot.worker.unref();
+  }
+}
+
+/** True when the buffer is the whole of its ArrayBuffer (so it can be transferred). */
+export function ownsMemory(b: Uint8Array): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
+}
+
+function toBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+let shared: CodecPool | undefined;
+
+export function codecPool(): CodecPool {
+  shared ??= new CodecPool();
+  return shared;
+}
+
+/** Stop the shared pool's workers (end of a CLI run); a later codecPool() starts a new one. */
+export async function shutdownCodecPool(): Promise<void> {
+  const pool = shared;
+  shared = undefined;
+  await pool?.terminate();
+}

@@ -1,0 +1,20 @@
+/**
+ * The repository: a content-addressed, deduplicating, compressed store on a target volume.
+ *
+ *   blob   — one chunk of data or one metadata object (tree, chunk list), named by SHA-256
+ *            of its plaintext; stored zstd-compressed (or raw when that does not pay).
+ *   pack   — ~16 MiB of blobs plus a header listing them, named by the SHA-256 of its bytes.
+ *   index  — blob → (pack, offset, length), written after the packs it lists.
+ *   point  — a recovery point manifest, written last: the commit of a backup.
+ *
+ * Write order packs → index → point means a crash leaves only unreferenced data. See FORMAT.md.
+ */
+export { Repository, type RepoDeps } from './repository.js';
+export { BlobWriter, type WriteStats } from './blob-writer.js';
+export { BlobIndex, type BlobLocation } from './index-store.js';
+export { FORMAT_VERSION, LIST_ENTRIES_PER_BLOB, Keys, type RepoConfig } from './format.js';
+export { type Point, type PointManifest, type DiskRecord, type ItemError, type PointKind, isPartial } from './point.js';
+export { type Lock, type LockKind } from './locks.js';
+export { HASH_BYTES, hashAsync, hashOwned, hashHex } from './codec.js';
+export { readPackHeader } from './pack.js';
+export { shutdownCodecPool } from './codec-pool.js';

@@ -1,0 +1,62 @@
+/**
+ * Recovery points. A point manifest is a small JSON file written last (the commit point of a
+ * backup) and named by its SHA-256, so its id proves its content. A VM-level point holds, per
+ * disk, the full chunk list (a synthetic full: it restores on its own, with no chain); a
+ * file-level point holds the hash of its root tree.
+ */
+export type PointKind = 'vm' | 'files';
+
+export interface DiskRecord {
+  /** Name of the disk inside the point (source file name, or the VM's target dev). */
+  name: string;
+  sizeBytes: number;
+  chunkBytes: number;
+  /** Chunk-list blobs, each LIST_ENTRIES_PER_BLOB × 32-byte hashes; all-zero hash = zero chunk. */
+  lists: string[];
+  /** Source format of the disk (raw, qcow2); restores always give the raw content. */
+  sourceFormat: string;
+}
+
+export interface ItemError {
+  path: string;
+  message: string;
+}
+
+export interface PointStats {
+  logicalBytes: number;
+  readBytes: number;
+  newBytes: number;
+  storedNewBytes: number;
+  durationMs: number;
+  files?: number;
+  dirs?: number;
+  unchangedFiles?: number;
+}
+
+export interface PointManifest {
+  formatVersion: 1;
+  name: string;
+  kind: PointKind;
+  time: string;
+  hostname: string;
+  source: { type: 'image' | 'folder'; path: string };
+  parent?: string;
+  disks?: DiskRecord[];
+  tree?: string;
+  stats: PointStats;
+  /** Items that could not be backed up; non-empty means the point is partial. */
+  errors: ItemError[];
+  /** How changed data was found: a full read, or a changed-extent list against the parent. */
+  changeTracking?: { mode: 'full-read' | 'changed-extents'; reason?: string };
+  /** Set when a file-level request was served VM-level (Linux guests). */
+  fallback?: { reason: string };
+  warnings?: string[];
+}
+
+export interface Point extends PointManifest {
+  id: string;
+}
+
+export function isPartial(p: PointManifest): boolean {
+  return p.errors.length > 0;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: system packages drctl and its tests use, npm
+# dependencies, and the build. Safe to run again: it only installs what is missing.
+#   scripts/setup.sh          packages for drctl and the test suite
+#   scripts/setup.sh --bench  also the peer tools the benchmark compares against
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command → Debian package that provides it
+declare -A NEED=(
+  [qemu-img]=qemu-utils     # image map / convert for VM-level backups of local images
+  [mkfs.ext4]=e2fsprogs     # tests: a small loop-mounted volume that runs out of space
+  [losetup]=mount
+  [python3]=python3         # benchmark dataset generator
+)
+if [ "${1:-}" = "--bench" ]; then
+  NEED+=([restic]=restic [borg]=borgbackup [bc]=bc [rsync]=rsync [zstd]=zstd)
+  [ -x /usr/bin/time ] || NEED+=([gnu-time]=time)
+fi
+
+missing=()
+for cmd in "${!NEED[@]}"; do
+  if [ "$cmd" = gnu-time ] || ! command -v "$cmd" >/dev/null 2>&1; then missing+=("${NEED[$cmd]}"); fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install (zstd-napi compiles ~1 min).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+   || [ ! -f node_modules/zstd-napi/build/Release/binding.node ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: build" >&2
+rm -rf dist
+npx tsc -p tsconfig.json
+chmod +x dist/cli/main.js

@@ -1,0 +1,153 @@
+/**
+ * A repository in a folder on a mounted filesystem (local disk, or an iSCSI LUN that is
+ * already mounted). Objects are files; writes go through <root>/tmp and are renamed into place.
+ */
+import { promises as fsp, constants } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BlobNotFoundError, type BlobInfo, type ByteRange, type TargetDriver, type TargetFactory } from '../types.js';
+import { TargetFullError, TargetIoError, errnoCode } from '../../engine/errors.js';
+
+export interface LocalTargetConfig {
+  path: string;
+}
+
+export const localTarget: TargetFactory<LocalTargetConfig> = {
+  type: 'local',
+  open: async (config) => new LocalTarget(config.path),
+};
+
+export class LocalTarget implements TargetDriver {
+  readonly capabilities = { atomicReplace: true, maxConnections: 8 };
+  private readonly dirsMade = new Set<string>();
+
+  constructor(readonly location: string) {}
+
+  async put(key: string, data: Uint8Array, opts: { replace?: boolean } = {}): Promise<void> {
+    const dest = this.path(key);
+    const tmpDir = join(this.location, 'tmp');
+    const tmp = join(tmpDir, `${key.replace(/\//g, '_')}.${randomBytes(6).toString('hex')}`);
+    try {
+      await this.mkdirOnce(tmpDir);
+      await this.mkdirOnce(dirname(dest));
+      const h = await fsp.open(tmp, 'wx');
+      try {
+        await h.writeFile(data);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      if (!opts.replace) {
+        // Content-addressed objects: an existing one already holds these exact bytes.
+        try {
+          await fsp.link(tmp, dest);
+          await fsp.unlink(tmp);
+        } catch (e) {
+          if (errnoCode(e) !== 'EEXIST') throw e;
+          await fsp.unlink(tmp);
+          return;
+        }
+      } else {
+        await fsp.rename(tmp, dest);
+      }
+      await syncDir(dirname(dest));
+    } catch (e) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw this.wrap(e, `writing ${key}`);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Buffer> {
+    let h;
+    try {
+      h = await fsp.open(this.path(key), 'r');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') throw new BlobNotFoundError(key, this.location);
+      throw this.wrap(e, `reading ${key}`);
+    }
+    try {
+      if (!range) return await h.readFile();
+      const buf = Buffer.allocUnsafe(range.length);
+      let done = 0;
+      while (done < range.length) {
+        const { bytesRead } = await h.read(buf, done, range.length - done, range.offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === range.length ? buf : buf.subarray(0, done);
+    } catch (e) {
+      throw this.wrap(e, `reading ${key}`);
+    } finally {
+      await h.close();
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<BlobInfo> {
+    // Keys are at most two levels deep ("data/ab/<id>"); walk from the prefix's folder.
+    const slash = prefix.lastIndexOf('/');
+    const base = slash >= 0 ? prefix.slice(0, slash) : '';
+    yield* this.walk(base, prefix);
+  }
+
+  private async *walk(dirKey: string, prefix: string): AsyncIterable<BlobInfo> {
+    let entries;
+    try {
+      entries = await fsp.readdir(this.path(dirKey), { withFileTypes: true });
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return;
+      throw this.wrap(e, `listing ${dirKey || '/'}`);
+    }
+    for (const ent of entries) {
+      const key = dirKey ? `${dirKey}/${ent.name}` : ent.name;
+      if (ent.name.startsWith('.tmp-') || key === 'tmp') continue;
+      if (ent.isDirectory()) {
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
+      } else if (ent.isFile() && key.startsWith(prefix)) {
+        const st = await fsp.stat(this.path(key)).catch(() => undefined);
+        if (st) yield { key, sizeBytes: st.size };
+      }
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    try {
+      await fsp.unlink(this.path(key));
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') throw new BlobNotFoundError(key, this.location);
+      throw this.wrap(e, `removing ${key}`);
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private path(key: string): string {
+    return key ? join(this.location, key) : this.location;
+  }
+
+  private async mkdirOnce(dir: string): Promise<void> {
+    if (this.dirsMade.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    this.dirsMade.add(dir);
+  }
+
+  private wrap(e: unknown, what: string): Error {
+    const code = errnoCode(e);
+    if (code === 'ENOSPC' || code === 'EDQUOT') return new TargetFullError(this.location, { cause: e });
+    if (code === 'EROFS') {
+      return new TargetIoError(`target ${this.location} is read-only while ${what}`,
+        'the filesystem was remounted read-only (often after I/O errors): check the volume, then re-attach it', { cause: e });
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
+      'check that the volume is mounted and healthy', { cause: e });
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}

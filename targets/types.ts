@@ -1,0 +1,46 @@
+/**
+ * A target stores a repository's objects under string keys ("config.json", "data/ab/<id>",
+ * "index/<id>", "points/<id>.json", "locks/<id>.json"). The repository engine only talks to
+ * this interface, so a local folder, a mounted iSCSI LUN or (later) an object store are
+ * interchangeable.
+ */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface BlobInfo {
+  key: string;
+  sizeBytes: number;
+}
+
+export interface TargetDriver {
+  /** Human-readable location used in every message ("/srv/drctl", "iscsi://…"). */
+  readonly location: string;
+  readonly capabilities: { atomicReplace: boolean; maxConnections: number };
+  /**
+   * Store an object atomically and durably: after the promise resolves the object survives a
+   * crash; a crash before leaves no object under `key` (temp leftovers only). Objects are
+   * immutable except where `replace` is set (locks, config). Throws TargetFullError on ENOSPC.
+   */
+  put(key: string, data: Uint8Array, opts?: { replace?: boolean }): Promise<void>;
+  /** Whole object or a byte range. Throws BlobNotFoundError when missing. Short reads are returned as-is. */
+  get(key: string, range?: ByteRange): Promise<Buffer>;
+  /** Objects whose key starts with `prefix`, in no particular order; temp files are never listed. */
+  list(prefix: string): AsyncIterable<BlobInfo>;
+  /** Remove an object. Throws BlobNotFoundError when it does not exist. */
+  remove(key: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class BlobNotFoundError extends Error {
+  readonly code = 'BLOB_NOT_FOUND';
+  constructor(readonly key: string, location: string) {
+    super(`object ${key} not found in ${location}`);
+  }
+}
+
+export interface TargetFactory<C> {
+  readonly type: string;
+  open(config: C): Promise<TargetDriver>;
+}

@@ -1,0 +1,141 @@
+/**
+ * Bad input an operator can meet: each gives one clear line naming the path and what to do,
+ * the documented exit code, and leaves the repository consistent.
+ */
+import test from 'ava';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { drctl, json } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
+import { requireTools } from '../support/tools.js';
+import { MiB, makeRawImage, standardRegions } from '../support/images.js';
+
+/** The operator-facing error: exactly one line on stderr. */
+function oneLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${stderr}`);
+  return lines[0] as string;
+}
+
+test('a missing repository: exit 2, names the path and `drctl init`', async (t) => {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'nope');
+  const r = await drctl(['points', '--repo', repo]);
+  t.is(r.code, 2);
+  const line = oneLine(r.stderr);
+  t.true(line.includes(repo));
+  t.regex(line, /drctl init/);
+});
+
+test('no --repo and no DRCTL_REPO: exit 2 saying how to give one', async (t) => {
+  const r = await drctl(['points']);
+  t.is(r.code, 2);
+  t.regex(oneLine(r.stderr), /--repo.*DRCTL_REPO/);
+});
+
+test('a folder that is not a repository: exit 2, names it, nothing written there', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'notes.txt'), 'hello');
+  const r = await drctl(['backup', '--repo', dir, '--files', dir, '--name', 'x']);
+  t.is(r.code, 2);
+  const line = oneLine(r.stderr);
+  t.true(line.includes(dir));
+  t.regex(line, /not a drctl repository/);
+  const { readdir } = await import('node:fs/promises');
+  t.deepEqual(await readdir(dir), ['notes.txt']);
+  const again = await drctl(['init', '--repo', dir]);
+  t.is(again.code, 2, 'init over a non-empty folder must refuse');
+  t.regex(oneLine(again.stderr), /not empty/);
+});
+
+test('a repository of a newer format version: exit 2, says to upgrade, changes nothing', async (t) => {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const cfgPath = join(repo, 'config.json');
+  const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as { formatVersion: number };
+  cfg.formatVersion = 99;
+  await writeFile(cfgPath, JSON.stringify(cfg));
+  const before = await readFile(cfgPath);
+  const r = await drctl(['check', '--repo', repo]);
+  t.is(r.code, 2);
+  const line = oneLine(r.stderr);
+  t.true(line.includes(repo));
+  t.regex(line, /format version 99.*upgrade drctl/);
+  t.true((await readFile(cfgPath)).equals(before));
+});
+
+test('an unreadable source: exit 2 naming the source; the repository stays clean', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const missing = join(dir, 'missing.img');
+  const r1 = await drctl(['backup', '--repo', repo, '--image', missing, '--name', 'x']);
+  t.is(r1.code, 2);
+  t.true(oneLine(r1.stderr).includes(missing));
+  const folderAsImage = await drctl(['backup', '--repo', repo, '--image', dir, '--name', 'x']);
+  t.is(folderAsImage.code, 2);
+  t.regex(oneLine(folderAsImage.stderr), /not a regular file/);
+  // A qcow2 whose L1 table offset points far past the end: qemu-img cannot open it.
+  const garbage = join(dir, 'damaged.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', garbage, '16M']);
+  const bytes = await readFile(garbage);
+  bytes.writeBigUInt64BE(0x7fff_ffff_fff0_0000n, 40);
+  await writeFile(garbage, bytes);
+  const r2 = await drctl(['backup', '--repo', repo, '--image', garbage, '--name', 'x']);
+  t.is(r2.code, 2);
+  t.true(oneLine(r2.stderr).includes(garbage));
+  const missingDir = join(dir, 'no-such-folder');
+  const r3 = await drctl(['backup', '--repo', repo, '--files', missingDir, '--name', 'x']);
+  t.is(r3.code, 2);
+  t.true(oneLine(r3.stderr).includes(missingDir));
+  const check = await drctl(['check', '--repo', repo, '--json']);
+  t.is(check.code, 0, check.stderr);
+  t.is(json<{ points: number }>(check).points, 0);
+});
+
+test('usage errors exit 2: no source, both sources, unknown flag, bad extent list', async (t) => {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo])).code, 2);
+  t.is((await drctl(['backup', '--repo', repo, '--image', 'a', '--files', 'b'])).code, 2);
+  t.is((await drctl(['points', '--repo', repo, '--bogus'])).code, 2);
+  await writeFile(join(dir, 'ext.json'), '{"offset": 1}');
+  await mkdir(join(dir, 'src'));
+  const r = await drctl(['backup', '--repo', repo, '--image', join(dir, 'x.img'), '--changed-extents', join(dir, 'ext.json')]);
+  t.is(r.code, 2);
+  t.regex(oneLine(r.stderr), /ext\.json/);
+  const unknownPoint = await drctl(['restore', '--repo', repo, 'deadbeef', '--to', join(dir, 'out')]);
+  t.is(unknownPoint.code, 2);
+  t.regex(oneLine(unknownPoint.stderr), /no recovery point deadbeef/);
+});
+
+test('--json errors are one JSON document on stdout too', async (t) => {
+  const dir = await tempDir(t);
+  const r = await drctl(['points', '--repo', join(dir, 'missing'), '--json']);
+  t.is(r.code, 2);
+  const doc = json<{ error: { code: string; message: string } }>(r);
+  t.is(doc.error.code, 'REPO_NOT_FOUND');
+});
+
+test('restore never overwrites an existing file without --overwrite', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  const img = join(dir, 'disk.img');
+  await makeRawImage(img, 16 * MiB, standardRegions().filter((r) => r.offset < 16 * MiB));
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'd'])).code, 0);
+  const dest = join(dir, 'existing.img');
+  await writeFile(dest, 'precious');
+  const r = await drctl(['restore', '--repo', repo, 'latest', '--to', dest]);
+  t.is(r.code, 2);
+  t.regex(oneLine(r.stderr), /already exists.*--overwrite/);
+  t.is(await readFile(dest, 'utf8'), 'precious');
+  const r2 = await drctl(['restore', '--repo', repo, 'latest', '--to', dest, '--overwrite']);
+  t.is(r2.code, 0, r2.stderr);
+  t.true((await readFile(dest)).equals(await readFile(img)));
+});

@@ -1,0 +1,166 @@
+/**
+ * A damaged or interrupted repository: check names exactly the affected points, other points
+ * keep restoring, and nothing needs manual repair.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { readdir, readFile, truncate, writeFile, open, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { drctl, json, startDrctl } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
+import { requireTools } from '../support/tools.js';
+import { MiB, makeRawImage, seededBytes, standardRegions, textBytes } from '../support/images.js';
+
+interface Report {
+  ok: boolean;
+  affected: { id: string; items: string[] }[];
+  problems: { kind: string; message: string }[];
+  unindexedPacks: number;
+}
+
+async function packs(repo: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of await readdir(join(repo, 'data'))) for (const f of await readdir(join(repo, 'data', d))) out.push(join(repo, 'data', d, f));
+  return out.sort();
+}
+
+/** Two points of different data in separate small packs; returns the packs only B uses. */
+async function twoPoints(t: ExecutionContext) {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const cfgPath = join(repo, 'config.json');
+  const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as { packTargetBytes: number };
+  cfg.packTargetBytes = 1 * MiB; // many small packs, so damage hits one point's data only
+  await writeFile(cfgPath, JSON.stringify(cfg));
+  const imgA = join(dir, 'a.img');
+  const imgB = join(dir, 'b.img');
+  await makeRawImage(imgA, 64 * MiB, standardRegions('a'));
+  await makeRawImage(imgB, 16 * MiB, [{ offset: 0, data: seededBytes('b', 4 * MiB) }, { offset: 8 * MiB, data: textBytes('b', 2 * MiB) }]);
+  const a = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', imgA, '--name', 'a', '--json']));
+  const packsA = await packs(repo);
+  const b = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', imgB, '--name', 'b', '--json']));
+  const onlyB = (await packs(repo)).filter((p) => !packsA.includes(p));
+  t.true(onlyB.length >= 2, 'expected several packs for point b');
+  return { dir, repo, imgA, imgB, a, b, onlyB };
+}
+
+async function restores(t: ExecutionContext, repo: string, id: string, out: string, want: string): Promise<void> {
+  const r = await drctl(['restore', '--repo', repo, id, '--to', out]);
+  t.is(r.code, 0, r.stderr);
+  t.true((await readFile(out)).equals(await readFile(want)));
+}
+
+test('a truncated pack: check names exactly the affected point; the other restores', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, imgA, a, b, onlyB } = await twoPoints(t);
+  const victim = onlyB[0] as string;
+  await truncate(victim, Math.floor((await stat(victim)).size / 2));
+  const r = await drctl(['check', '--repo', repo, '--json']);
+  t.is(r.code, 1);
+  const report = json<Report>(r);
+  t.deepEqual(report.affected.map((x) => x.id), [b.id]);
+  t.true(report.problems.some((p) => p.kind === 'truncated-pack'));
+  t.regex(report.affected[0]?.items[0] ?? '', /^b\.img bytes \d+-\d+$/);
+  const text = await drctl(['check', '--repo', repo]);
+  t.true(text.stderr.includes(b.id.slice(0, 12)), 'human output must name the affected point');
+  t.false(text.stderr.includes(a.id.slice(0, 12)), 'the intact point must not be named');
+  await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
+  const rb = await drctl(['restore', '--repo', repo, b.id, '--to', join(dir, 'b-out.img')]);
+  t.is(rb.code, 1);
+  t.regex(rb.stderr, /b\.img bytes \d+-\d+ cannot be restored/);
+  await t.throwsAsync(stat(join(dir, 'b-out.img')), undefined, 'a failed image restore must not leave a file behind');
+});
+
+test('a flipped byte: check --read-data names exactly the affected point and disk range', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, imgA, a, b, onlyB } = await twoPoints(t);
+  const victim = onlyB[0] as string;
+  const fh = await open(victim, 'r+');
+  const one = Buffer.alloc(1);
+  await fh.read(one, 0, 1, 1000);
+  one[0] = (one[0] as number) ^ 0x40;
+  await fh.write(one, 0, 1, 1000);
+  await fh.close();
+  const structural = await drctl(['check', '--repo', repo]);
+  t.is(structural.code, 0, 'a flipped byte is only visible when data is read');
+  const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
+  t.is(r.code, 1);
+  const report = json<Report>(r);
+  t.deepEqual(report.affected.map((x) => x.id), [b.id]);
+  t.true(report.problems.some((p) => p.kind === 'damaged-pack'));
+  const items = report.affected[0]?.items ?? [];
+  t.is(items.length, 1, `one damaged chunk expected, got ${items.join('; ')}`);
+  const m = /^b\.img bytes (\d+)-(\d+)$/.exec(items[0] as string);
+  t.truthy(m, items[0]);
+  const [s, e] = [Number(m?.[1]), Number(m?.[2])];
+  t.is(e - s, 256 * 1024, 'exactly one chunk');
+  t.true(s < 4 * MiB || (s >= 8 * MiB && e <= 10 * MiB), 'the damaged chunk must hold data of b.img');
+  // The restore path finds the same chunk on its own.
+  const rb = await drctl(['restore', '--repo', repo, b.id, '--to', join(dir, 'b-out.img')]);
+  t.is(rb.code, 1);
+  t.true(rb.stderr.includes(`b.img bytes ${s}-${e}`), rb.stderr);
+  await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
+});
+
+test('kill -9 mid-backup: check passes, older points restore, the next backup needs no unlock', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const small = join(dir, 'small.img');
+  await makeRawImage(small, 16 * MiB, standardRegions('s').filter((r) => r.offset < 16 * MiB));
+  const first = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', small, '--name', 's', '--json']));
+  const big = join(dir, 'big.img');
+  await makeRawImage(big, 384 * MiB, Array.from({ length: 12 }, (_, i) => ({ offset: i * 32 * MiB, data: seededBytes(`big${i}`, 24 * MiB) })));
+  const before = (await packs(repo)).length;
+  const child = startDrctl(['backup', '--repo', repo, '--image', big, '--name', 'big']);
+  // Kill once the backup is writing packs (it has made progress but cannot have committed).
+  for (let i = 0; i < 400 && (await packs(repo)).length <= before + 1; i++) await new Promise((r) => setTimeout(r, 25));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.on('close', r));
+  const points = json<{ id: string }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.deepEqual(points.map((p) => p.id), [first.id], 'the killed backup must not have committed a point');
+  const check = await drctl(['check', '--repo', repo, '--read-data', '--json']);
+  t.is(check.code, 0, check.stdout);
+  t.true(json<Report>(check).unindexedPacks >= 1, 'packs of the killed run are left for prune');
+  await restores(t, repo, first.id, join(dir, 'small-out.img'), small);
+  const next = await drctl(['backup', '--repo', repo, '--image', small, '--name', 's']);
+  t.is(next.code, 0, next.stderr);
+});
+
+test('a target that runs out of space: exit 1 naming it, nothing committed, older points restore', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'mkfs.ext4', 'mount', 'umount')) return;
+  if (process.getuid?.() !== 0) {
+    if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail('needs root to loop-mount a small filesystem');
+    else t.pass();
+    return;
+  }
+  const dir = await tempDir(t);
+  const vol = join(dir, 'vol.img');
+  const mnt = join(dir, 'mnt');
+  const { execFileSync } = await import('node:child_process');
+  const { mkdir } = await import('node:fs/promises');
+  execFileSync('truncate', ['-s', '40M', vol]);
+  execFileSync('mkfs.ext4', ['-q', '-F', vol]);
+  await mkdir(mnt);
+  execFileSync('mount', ['-o', 'loop', vol, mnt]);
+  t.teardown(() => { execFileSync('umount', [mnt]); });
+  const repo = join(mnt, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const small = join(dir, 'small.img');
+  await makeRawImage(small, 8 * MiB, [{ offset: 0, data: seededBytes('small', 4 * MiB) }]);
+  const first = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', small, '--name', 'small', '--json']));
+  const big = join(dir, 'big.img');
+  await makeRawImage(big, 64 * MiB, [{ offset: 0, data: seededBytes('big', 60 * MiB) }]);
+  const r = await drctl(['backup', '--repo', repo, '--image', big, '--name', 'big']);
+  t.is(r.code, 1);
+  const line = r.stderr.trim().split('\n').at(-1) ?? '';
+  t.true(line.includes(repo), line);
+  t.regex(line, /out of space.*nothing was committed/);
+  const points = json<{ id: string }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.deepEqual(points.map((p) => p.id), [first.id]);
+  const check = await drctl(['check', '--repo', repo, '--read-data']);
+  t.is(check.code, 0, check.stderr);
+  await restores(t, repo, first.id, join(dir, 'small-out.img'), small);
+  t.deepEqual(await readdir(join(repo, 'tmp')), [], 'no temp files left behind');
+});
