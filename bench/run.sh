@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One-line benchmark: drctl side by side with restic and borg on the ../shared/bench data,
+# in one run on this machine, then bench/RESULTS.md.
+#   npm run bench                      (= scripts/setup.sh --bench && bench/run.sh)
+# Env: BENCH_DATA=/tmp/peerbench/data  dataset folder (made by make-dataset.sh when missing)
+#      BENCH_WORK=/tmp/peerbench/run   scratch folder (repos, restores, logs)
+#      REPS=1  TOOLS="restic borg-lz4 borg-zstd3 drctl"  BIG=1 (8 GiB image RSS check; 0 skips)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+DATA=${BENCH_DATA:-/tmp/peerbench/data}
+WORK=${BENCH_WORK:-/tmp/peerbench/run}
+export DRCTL_JS=$ROOT/dist/cli/main.js
+[ -f "$DRCTL_JS" ] || { echo "bench: build first (scripts/setup.sh)" >&2; exit 2; }
+[ -d "$SHARED" ] || { echo "bench: $SHARED not found (the shared bench scripts sit next to this repository)" >&2; exit 2; }
+
+if [ ! -f "$DATA/MANIFEST" ]; then
+  echo "bench: making the dataset in $DATA (~1 min)" >&2
+  "$SHARED/make-dataset.sh" "$DATA" >&2
+fi
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+# 1. The shared peer run: restic, borg and drctl through the same steps.
+REPS=${REPS:-1} TOOLS=${TOOLS:-"restic borg-lz4 borg-zstd3 drctl"} ADAPTERS="$HERE/drctl-adapter.sh" \
+  "$SHARED/peers.sh" "$DATA" "$WORK/peers" >&2
+
+# 2. drctl-only steps the peer script has no slot for.
+EXTRA=$WORK/extra.tsv
+printf 'tool\tstep\trep\twall_s\tuser_s\tsys_s\tmaxrss_kb\trepo_bytes\tsrc_bytes\tstatus\n' > "$EXTRA"
+timed() { # step repo src_bytes cmd...
+  local step=$1 repo=$2 bytes=$3; shift 3
+  sync
+  local rc=0
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.out" "$@" >>"$WORK/extra.log" 2>&1 || rc=$?
+  read -r wall user sys rss < <(tail -n1 "$WORK/time.out")
+  printf 'drctl\t%s\t1\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "$wall" "$user" "$sys" "$rss" \
+    "$(du -sb "$repo" | cut -f1)" "$bytes" "$([ $rc = 0 ] && echo ok || echo "FAIL(rc=$rc)")" >> "$EXTRA"
+  echo "   drctl $step ${wall}s" >&2
+}
+D="node $DRCTL_JS"
+X=$WORK/cbt; mkdir -p "$X/src"
+cp --sparse=always "$DATA/disk.img" "$X/src/disk.img"
+$D init --repo "$X/repo" -q
+$D backup --repo "$X/repo" --image "$X/src/disk.img" --name disk.img -q
+node "$HERE/changed-extents.mjs" "$DATA/disk.img" "$DATA/disk.gen2.img" > "$X/extents.json"   # what a dirty bitmap gives; untimed
+cp --sparse=always "$DATA/disk.gen2.img" "$X/src/disk.img"
+timed img-backup2-cbt "$X/repo" "$(stat -c %s "$DATA/disk.gen2.img")" \
+  $D backup --repo "$X/repo" --image "$X/src/disk.img" --name disk.img --changed-extents "$X/extents.json" -q
+$D restore --repo "$X/repo" latest --name disk.img --to "$X/out.img" -q
+cmp "$X/out.img" "$DATA/disk.gen2.img" && echo "   drctl img-backup2-cbt verify: ok" >&2
+rm -rf "$X"
+
+if [ "${BIG:-1}" = 1 ]; then
+  # Peak RSS must not grow with the disk: the same steps on an 8 GiB image.
+  [ -f "$DATA/disk8.img" ] || python3 "$SHARED/dataset.py" --seed 42 disk "$DATA/disk8.img" 8G >&2
+  X=$WORK/big; mkdir -p "$X"
+  $D init --repo "$X/repo" -q
+  timed img8-backup1 "$X/repo" "$(stat -c %s "$DATA/disk8.img")" $D backup --repo "$X/repo" --image "$DATA/disk8.img" --name disk8 -q
+  timed img8-restore "$X/repo" "$(stat -c %s "$DATA/disk8.img")" $D restore --repo "$X/repo" latest --to "$X/out.img" -q
+  cmp "$X/out.img" "$DATA/disk8.img" && echo "   drctl img8 verify: ok" >&2
+  rm -f "$X/out.img"
+  timed img8-check "$X/repo" "$(du -sb "$X/repo" | cut -f1)" $D check --repo "$X/repo" --read-data -q
+  rm -rf "$X"
+fi
+
+node "$HERE/report.mjs" "$WORK/peers/results.tsv" "$EXTRA" "$WORK/peers/info.txt" > "$HERE/RESULTS.md"
+echo "bench: wrote bench/RESULTS.md" >&2
