@@ -22,8 +22,9 @@ export interface TargetDriver {
    * Store an object atomically and durably: after the promise resolves the object survives a
    * crash; a crash before leaves no object under `key` (temp leftovers only). Objects are
    * immutable except where `replace` is set (locks, config). Throws TargetFullError on ENOSPC.
+   * `data` may be given in parts (written in order, as one object) to avoid a copy.
    */
-  put(key: string, data: Uint8Array, opts?: { replace?: boolean }): Promise<void>;
+  put(key: string, data: Uint8Array | readonly Uint8Array[], opts?: { replace?: boolean }): Promise<void>;
   /** Whole object or a byte range. Throws BlobNotFoundError when missing. Short reads are returned as-is. */
   get(key: string, range?: ByteRange): Promise<Buffer>;
   /** Objects whose key starts with `prefix`, in no particular order; temp files are never listed. */

@@ -6,7 +6,8 @@
  */
 import { Keys, type RepoConfig } from './format.js';
 import { encode, hashOwned } from './codec.js';
-import { sealPack, type BlobEntry } from './pack.js';
+import { packTail, type BlobEntry } from './pack.js';
+import { codecPool } from './codec-pool.js';
 import { encodeIndexFile, type BlobIndex } from './index-store.js';
 import type { TargetDriver } from '../../targets/types.js';
 
@@ -85,8 +86,7 @@ export class BlobWriter {
     while (this.uploads.size >= MAX_PACKS_IN_FLIGHT) await Promise.race(this.uploads);
     this.throwIfFailed();
     const upload = (async () => {
-      const sealed = await sealPack(parts, entries);
-      const { hash: id, data: pack } = await hashOwned(sealed);
+      const { hash: id, parts: pack } = await codecPool().hashParts([...parts, packTail(entries)]);
       await this.target.put(Keys.pack(id), pack);
       this.written.push({ id, blobs: entries });
       this.stats.packsWritten++;

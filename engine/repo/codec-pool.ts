@@ -10,10 +10,11 @@ import { availableParallelism } from 'node:os';
 export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
   | { id: number; op: 'compress'; data: ArrayBufferLike; offset: number; length: number; level: number }
-  | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string };
+  | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string }
+  | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] };
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[] }
   | { id: number; ok: false; error: string };
 
 interface Slot {
@@ -49,6 +50,21 @@ export class CodecPool {
     return { hash: r.hash, data: toBuffer(r.data) };
   }
 
+  /** SHA-256 of the concatenation of `parts`, without concatenating them. The parts come back in `parts`. */
+  async hashParts(parts: Buffer[]): Promise<{ hash: string; parts: Buffer[] }> {
+    const owned = parts.map((p) => (ownsMemory(p) ? p : copyToOwn(p)));
+    const slot = this.pick();
+    const id = this.nextId++;
+    const bufs = owned.map((p) => p.buffer as ArrayBuffer);
+    const r = await new Promise<CodecReply>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, slot });
+      if (slot.pending++ === 0) slot.worker.ref();
+      slot.worker.postMessage({ id, op: 'hash-parts', parts: owned.map((p) => ({ data: p.buffer, offset: p.byteOffset, length: p.byteLength })) }, bufs);
+    });
+    if (!r.ok || !r.hash || !r.parts) throw new Error(r.ok ? 'no hash' : r.error);
+    return { hash: r.hash, parts: r.parts.map(toBuffer) };
+  }
+
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */
   async compress(raw: Buffer, level: number): Promise<{ data: Buffer; codec: number }> {
     const r = await this.send({ op: 'compress', level }, raw);
@@ -68,15 +84,19 @@ export class CodecPool {
   }
 
   private send(req: Record<string, unknown>, data: Buffer): Promise<CodecReply> {
-    const slot = this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
+    const slot = this.pick();
     const id = this.nextId++;
-    const owned = ownsMemory(data) ? data : Buffer.from(data);
+    const owned = ownsMemory(data) ? data : copyToOwn(data);
     const ab = owned.buffer;
     return new Promise<CodecReply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, slot });
       if (slot.pending++ === 0) slot.worker.ref();
       slot.worker.postMessage({ ...req, id, data: ab, offset: owned.byteOffset, length: owned.byteLength }, [ab as ArrayBuffer]);
     });
+  }
+
+  private pick(): Slot {
+    return this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
   }
 
   private settle(reply: CodecReply): void {
@@ -101,6 +121,13 @@ export class CodecPool {
 /** True when the buffer is the whole of its ArrayBuffer (so it can be transferred). */
 export function ownsMemory(b: Uint8Array): boolean {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
+}
+
+/** A copy in a fresh ArrayBuffer (never a slice of Node's shared small-buffer pool, which must not be transferred). */
+function copyToOwn(b: Uint8Array): Uint8Array {
+  const c = new Uint8Array(b.byteLength);
+  c.set(b);
+  return c;
 }
 
 function toBuffer(u: Uint8Array): Buffer {

@@ -17,12 +17,13 @@ export interface PackHeader {
   blobs: BlobEntry[];
 }
 
-export async function sealPack(parts: Buffer[], blobs: BlobEntry[]): Promise<Buffer> {
+/** The header and trailer to append after a pack's blobs. */
+export function packTail(blobs: BlobEntry[]): Buffer {
   const header = zstdCompress(Buffer.from(JSON.stringify({ v: 1, blobs } satisfies PackHeader)), { compressionLevel: 3 });
   const trailer = Buffer.alloc(PACK_TRAILER_BYTES);
   trailer.writeUInt32LE(header.length, 0);
   PACK_MAGIC.copy(trailer, 4);
-  return Buffer.concat([...parts, header, trailer]);
+  return Buffer.concat([header, trailer]);
 }
 
 /** Parse the header of a whole pack; throws a plain Error describing the damage. */

@@ -3,6 +3,7 @@
  * already mounted). Objects are files; writes go through <root>/tmp and are renamed into place.
  */
 import { promises as fsp, constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type BlobInfo, type ByteRange, type TargetDriver, type TargetFactory } from '../types.js';
@@ -23,7 +24,7 @@ export class LocalTarget implements TargetDriver {
 
   constructor(readonly location: string) {}
 
-  async put(key: string, data: Uint8Array, opts: { replace?: boolean } = {}): Promise<void> {
+  async put(key: string, data: Uint8Array | readonly Uint8Array[], opts: { replace?: boolean } = {}): Promise<void> {
     const dest = this.path(key);
     const tmpDir = join(this.location, 'tmp');
     const tmp = join(tmpDir, `${key.replace(/\//g, '_')}.${randomBytes(6).toString('hex')}`);
@@ -32,7 +33,8 @@ export class LocalTarget implements TargetDriver {
       await this.mkdirOnce(dirname(dest));
       const h = await fsp.open(tmp, 'wx');
       try {
-        await h.writeFile(data);
+        if (data instanceof Uint8Array) await h.writeFile(data);
+        else await writeAll(h, data);
         await h.sync();
       } finally {
         await h.close();
@@ -52,7 +54,11 @@ export class LocalTarget implements TargetDriver {
       }
       await syncDir(dirname(dest));
     } catch (e) {
+      // A full filesystem does not always say ENOSPC (a recursive mkdir can report ENOENT):
+      // when the volume has no room left (measured before our temp file is freed), say so.
+      const full = errnoCode(e) !== 'ENOSPC' && (await this.isFull());
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      if (full) throw new TargetFullError(this.location, { cause: e });
       throw this.wrap(e, `writing ${key}`);
     }
   }
@@ -120,6 +126,15 @@ export class LocalTarget implements TargetDriver {
 
   async close(): Promise<void> {}
 
+  private async isFull(): Promise<boolean> {
+    try {
+      const st = await fsp.statfs(this.location);
+      return st.bavail * st.bsize < 1024 * 1024;
+    } catch {
+      return false;
+    }
+  }
+
   private path(key: string): string {
     return key ? join(this.location, key) : this.location;
   }
@@ -140,6 +155,16 @@ export class LocalTarget implements TargetDriver {
     const msg = e instanceof Error ? e.message : String(e);
     return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
       'check that the volume is mounted and healthy', { cause: e });
+  }
+}
+
+/** writev in batches (IOV_MAX is 1024), continuing after short writes. */
+async function writeAll(h: FileHandle, parts: readonly Uint8Array[]): Promise<void> {
+  for (let i = 0; i < parts.length; i += 512) {
+    const batch = parts.slice(i, i + 512);
+    const total = batch.reduce((a, b) => a + b.byteLength, 0);
+    const { bytesWritten } = await h.writev(batch as Uint8Array[]);
+    if (bytesWritten < total) await h.writeFile(Buffer.concat(batch).subarray(bytesWritten));
   }
 }
 
