@@ -11,6 +11,7 @@ import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
 import { hashHex } from './codec.js';
 import { readPackHeader } from './pack.js';
 import { runBounded } from '../runtime/concurrency.js';
+import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { BlobNotFoundError } from '../../targets/types.js';
 
@@ -120,24 +121,27 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
   }
   let packOk = hashHex(bytes) === pack;
   if (packOk) {
-    await readPackHeader(bytes).catch(() => {
+    try {
+      readPackHeader(bytes);
+    } catch {
       packOk = false;
-    });
-  }
-  let badBlobs = 0;
-  await Promise.all(entries.map(async ([hash, loc]) => {
-    const stored = bytes.subarray(loc.offset, loc.offset + loc.length);
-    const ok = stored.length === loc.length && (await repo.verifyStored(hash, stored, pack, loc.codec, loc.rawLength).then(() => true, () => false));
-    if (!ok) {
-      bad.add(hash);
-      badBlobs++;
     }
-  }));
+  }
+  const length = bytes.length;
+  const results = await codecPool().decodeMany(bytes, entries.map(([hash, l]) => ({
+    offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash,
+  })), false);
+  let badBlobs = 0;
+  for (const [k, [hash]] of entries.entries()) {
+    if (results[k]?.ok) continue;
+    bad.add(hash);
+    badBlobs++;
+  }
   if (!packOk || badBlobs) {
     problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
       message: `pack ${pack.slice(0, 12)} is damaged: ${badBlobs} of ${entries.length} blobs do not match their hash` });
   }
-  return bytes.length;
+  return length;
 }
 
 /** Disk byte ranges of a VM point that reference unreadable chunks, merged. */

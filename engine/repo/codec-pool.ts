@@ -11,10 +11,29 @@ export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
   | { id: number; op: 'compress'; data: ArrayBufferLike; offset: number; length: number; level: number }
   | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string }
-  | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] };
+  | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] }
+  | { id: number; op: 'decode-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[]; keep: boolean };
+
+/** A blob inside a buffer of stored bytes (offset relative to that buffer). */
+export interface StoredRef {
+  offset: number;
+  length: number;
+  codec: number;
+  rawLength: number;
+  hash: string;
+}
+
+/** Per blob of a decode-many: the raw bytes (when kept) and its non-zero 4 KiB-aligned spans. */
+export interface DecodedBlob {
+  ok: boolean;
+  error?: string;
+  raw?: Buffer;
+  /** [start, end) byte spans of `raw` that are not all-zero 4 KiB blocks; a sparse writer skips the rest. */
+  spans?: [number, number][];
+}
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[] }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; results?: { ok: boolean; error?: string; raw?: Uint8Array; spans?: [number, number][] }[] }
   | { id: number; ok: false; error: string };
 
 interface Slot {
@@ -63,6 +82,16 @@ export class CodecPool {
     });
     if (!r.ok || !r.hash || !r.parts) throw new Error(r.ok ? 'no hash' : r.error);
     return { hash: r.hash, parts: r.parts.map(toBuffer) };
+  }
+
+  /**
+   * Decode and verify many blobs that sit in one buffer (a pack range), in one worker round
+   * trip. Takes ownership of `stored`. With keep=false only the verdicts come back (check).
+   */
+  async decodeMany(stored: Buffer, blobs: StoredRef[], keep: boolean): Promise<DecodedBlob[]> {
+    const r = await this.send({ op: 'decode-many', blobs, keep }, stored);
+    if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
+    return r.results.map((x) => ({ ok: x.ok, error: x.error, spans: x.spans, raw: x.raw ? toBuffer(x.raw) : undefined }));
   }
 
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */

@@ -33,7 +33,45 @@ function looksIncompressible(raw: Buffer): boolean {
   return true;
 }
 
+const ZERO_BLOCK = Buffer.alloc(4096);
+
+/** Spans of `raw` that are not all-zero 4 KiB blocks, so a restore can leave holes as holes. */
+function nonZeroSpans(raw: Buffer): [number, number][] {
+  const spans: [number, number][] = [];
+  for (let at = 0; at < raw.length; at += 4096) {
+    const end = Math.min(at + 4096, raw.length);
+    if (raw.compare(ZERO_BLOCK, 0, end - at, at, end) === 0) continue;
+    const last = spans.at(-1);
+    if (last && last[1] === at) last[1] = end;
+    else spans.push([at, end]);
+  }
+  return spans;
+}
+
+function decodeOne(stored: Buffer, codec: number, rawLength: number, hash: string): Buffer | string {
+  let raw: Buffer;
+  try {
+    if (codec === 1) raw = decompressor.decompress(stored);
+    else if (codec === 0) raw = stored;
+    else return `has unknown codec ${codec}`;
+  } catch (e) {
+    return `cannot be decompressed (${(e as Error).message})`;
+  }
+  if (raw.length !== rawLength || createHash('sha256').update(raw).digest('hex') !== hash) return 'does not match its hash';
+  return raw;
+}
+
 function handle(req: CodecRequest): CodecReply {
+  if (req.op === 'decode-many') {
+    const data = Buffer.from(req.data, req.offset, req.length);
+    const results = req.blobs.map((b) => {
+      const r = b.offset + b.length <= data.length ? decodeOne(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
+      if (typeof r === 'string') return { ok: false, error: r };
+      // Raw blobs are views into the request buffer: copy so each can be transferred alone.
+      return req.keep ? { ok: true, raw: b.codec === 0 ? Buffer.from(r) : r, spans: nonZeroSpans(r) } : { ok: true };
+    });
+    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results };
+  }
   if (req.op === 'hash-parts') {
     const h = createHash('sha256');
     const parts = req.parts.map((p) => Buffer.from(p.data, p.offset, p.length));
@@ -51,23 +89,18 @@ function handle(req: CodecRequest): CodecReply {
     }
     return { id: req.id, ok: true, data, codec: 0 };
   }
-  let raw: Buffer;
-  try {
-    raw = req.codec === 1 ? decompressor.decompress(data) : req.codec === 0 ? data : Buffer.alloc(0);
-    if (req.codec !== 0 && req.codec !== 1) throw new Error(`unknown codec ${req.codec}`);
-  } catch (e) {
-    return { id: req.id, ok: false, error: `cannot be decompressed (${(e as Error).message})` };
-  }
-  if (raw.length !== req.rawLength || createHash('sha256').update(raw).digest('hex') !== req.hash) {
-    return { id: req.id, ok: false, error: 'does not match its hash' };
-  }
-  return { id: req.id, ok: true, data: raw, codec: 0 };
+  const r = decodeOne(data, req.codec, req.rawLength, req.hash);
+  if (typeof r === 'string') return { id: req.id, ok: false, error: r };
+  return { id: req.id, ok: true, data: r, codec: 0 };
 }
 
 parentPort?.on('message', (req: CodecRequest) => {
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));
+  } else if (reply.ok && reply.results) {
+    const own = reply.results.flatMap((r) => (r.raw && r.raw.byteOffset === 0 && r.raw.byteLength === r.raw.buffer.byteLength ? [r.raw.buffer as ArrayBuffer] : []));
+    parentPort?.postMessage(reply, [...new Set(own)]);
   } else if (reply.ok) {
     const b = reply.data;
     // Transfer when the buffer owns its memory (always for what we were sent); else it is copied.

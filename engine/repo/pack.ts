@@ -27,7 +27,7 @@ export function packTail(blobs: BlobEntry[]): Buffer {
 }
 
 /** Parse the header of a whole pack; throws a plain Error describing the damage. */
-export async function readPackHeader(pack: Buffer): Promise<PackHeader> {
+export function readPackHeader(pack: Buffer): PackHeader {
   if (pack.length < PACK_TRAILER_BYTES) throw new Error(`pack is truncated (${pack.length} bytes)`);
   const magic = pack.subarray(pack.length - PACK_MAGIC.length);
   if (!magic.equals(PACK_MAGIC)) throw new Error('pack trailer is missing (truncated or overwritten)');

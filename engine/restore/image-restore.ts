@@ -8,6 +8,7 @@ import type { Repository, DiskRecord, Point, BlobLocation } from '../repo/index.
 import { HASH_BYTES, Keys, LIST_ENTRIES_PER_BLOB } from '../repo/index.js';
 import { fsp, constants, type FileHandle } from '../runtime/fs.js';
 import { runBounded } from '../runtime/concurrency.js';
+import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
 import { BlobNotFoundError } from '../../targets/types.js';
@@ -62,6 +63,8 @@ export async function restoreImage(repo: Repository, point: Point, dest: string,
 const PACK_RUNS_IN_FLIGHT = 4;
 /** Blobs closer than this in one pack are fetched with one read. */
 const MAX_GAP_BYTES = 1024 * 1024;
+/** Bounds one read (and the memory of one run in flight): 4 MiB stored is ~7 MiB raw. */
+const MAX_RUN_BYTES = 4 * 1024 * 1024;
 
 interface Want {
   hash: string;
@@ -82,7 +85,14 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
   try {
     await fh.truncate(disk.sizeBytes);
     for (const [seg, listHash] of disk.lists.entries()) {
-      const entries = await repo.readBlob(listHash);
+      let entries: Buffer;
+      try {
+        entries = await repo.readBlob(listHash);
+      } catch (e) {
+        const from = seg * LIST_ENTRIES_PER_BLOB * disk.chunkBytes;
+        const to = Math.min(disk.sizeBytes, from + LIST_ENTRIES_PER_BLOB * disk.chunkBytes);
+        throw new IntegrityError(`the chunk list of disk ${disk.name} is unreadable (${(e as Error).message}): disk ${disk.name} bytes ${from}-${to} cannot be restored`, { cause: e });
+      }
       const firstChunk = seg * LIST_ENTRIES_PER_BLOB;
       const runs = planRuns(repo, entries, firstChunk);
       const jobs = runs.map((run) => async () => {
@@ -95,7 +105,6 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
       await runBounded(jobs, PACK_RUNS_IN_FLIGHT, opts.signal);
       if (opts.signal?.aborted) throw new InterruptedError();
     }
-    await fh.sync();
   } catch (e) {
     await fh.close().catch(() => undefined);
     await fsp.rm(path, { force: true }); // never leave a half-restored disk that looks whole
@@ -134,7 +143,8 @@ function planRuns(repo: Repository, entries: Buffer, firstChunk: number): Want[]
     let run: Want[] = [];
     for (const w of g) {
       const last = run.at(-1);
-      if (last && w.loc.offset - (last.loc.offset + last.loc.length) > MAX_GAP_BYTES) {
+      const runStart = run[0]?.loc.offset ?? w.loc.offset;
+      if (last && (w.loc.offset - (last.loc.offset + last.loc.length) > MAX_GAP_BYTES || w.loc.offset + w.loc.length - runStart > MAX_RUN_BYTES)) {
         runs.push(run);
         run = [];
       }
@@ -158,21 +168,29 @@ async function fetchAndWrite(repo: Repository, disk: DiskRecord, fh: FileHandle,
     }
     throw e;
   }
+  const results = await codecPool().decodeMany(bytes, run.map((w) => ({
+    offset: w.loc.offset - start, length: w.loc.length, codec: w.loc.codec, rawLength: w.loc.rawLength, hash: w.hash,
+  })), true);
   let written = 0;
-  await Promise.all(run.map(async (w) => {
-    const stored = bytes.subarray(w.loc.offset - start, w.loc.offset - start + w.loc.length);
-    let raw: Buffer;
-    try {
-      raw = await repo.verifyStored(w.hash, stored, w.loc.pack, w.loc.codec, w.loc.rawLength);
-    } catch (e) {
-      throw new IntegrityError(`${(e as Error).message}: disk ${disk.name} bytes ${rangeOf(disk, w.chunks[0] ?? 0)} cannot be restored`, { cause: e });
+  const writes: Promise<unknown>[] = [];
+  for (const [k, w] of run.entries()) {
+    const r = results[k];
+    if (!r?.ok || !r.raw || !r.spans) {
+      throw new IntegrityError(`chunk ${w.hash.slice(0, 12)} in pack ${w.loc.pack.slice(0, 12)} ${r?.error ?? 'is missing'} (damaged pack): disk ${disk.name} bytes ${rangeOf(disk, w.chunks[0] ?? 0)} cannot be restored`);
     }
+    const raw = r.raw;
     for (const c of w.chunks) {
-      const len = Math.min(raw.length, disk.sizeBytes - c * disk.chunkBytes);
-      await fh.write(raw, 0, len, c * disk.chunkBytes);
-      written += len;
+      const base = c * disk.chunkBytes;
+      // Only the non-zero 4 KiB blocks are written: holes inside a chunk stay holes.
+      for (const [s0, e0] of r.spans) {
+        const e = Math.min(e0, disk.sizeBytes - base);
+        if (e <= s0) continue;
+        writes.push(fh.write(raw, s0, e - s0, base + s0));
+        written += e - s0;
+      }
     }
-  }));
+  }
+  await Promise.all(writes);
   return written;
 }
 

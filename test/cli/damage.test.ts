@@ -41,6 +41,9 @@ async function twoPoints(t: ExecutionContext) {
   const b = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', imgB, '--name', 'b', '--json']));
   const onlyB = (await packs(repo)).filter((p) => !packsA.includes(p));
   t.true(onlyB.length >= 2, 'expected several packs for point b');
+  // Largest first: a data pack, so a byte at offset 1000 lies inside a chunk, not a header.
+  const sizes = new Map(await Promise.all(onlyB.map(async (p) => [p, (await stat(p)).size] as const)));
+  onlyB.sort((x, y) => (sizes.get(y) ?? 0) - (sizes.get(x) ?? 0));
   return { dir, repo, imgA, imgB, a, b, onlyB };
 }
 

@@ -1,0 +1,339 @@
+/**
+ * File-level backup of a local folder into a 'files' point.
+ *
+ * The walk is depth-first and sequential; each file becomes a job that holds one of
+ * FILE_SLOTS slots until its chunks are stored, so the walker runs ahead by at most that many
+ * files and memory stays bounded. Small files are read and hashed synchronously by the walker
+ * (cheaper than libuv round trips while the page cache serves them, see SmallReadPolicy);
+ * large ones stream through the content-defined chunker, a few at a time. A directory's tree
+ * blob is written when all its entries are done; the walker never waits for that, so the
+ * pipeline does not drain at every directory.
+ *
+ * Unchanged files (same type, size, mtime, inode and ctime as in the parent point) reuse the
+ * parent's chunk list without being read. Items that cannot be read (permissions, vanished,
+ * special files) are left out and listed in the point's `errors`; only repository errors
+ * abort the backup. Write order: data and tree blobs → writer.finish() → commitPoint.
+ */
+import { hostname as osHostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fsp, lstatSync, type BigIntStats } from '../runtime/fs.js';
+import type { Clock } from '../runtime/clock.js';
+import type { ProgressFn } from '../progress.js';
+import type { Repository } from '../repo/repository.js';
+import type { BlobWriter } from '../repo/blob-writer.js';
+import type { ItemError, Point } from '../repo/point.js';
+import type { CdcParams } from '../repo/chunker-cdc.js';
+import { encodeTree, readTree, type TreeEntry } from '../repo/tree.js';
+import { InterruptedError, SourceError, errnoCode } from '../errors.js';
+import { ItemSkipped, Slots, SmallReadPolicy, describeFsError, readWhole, readWholeSync, specialKind, storeChunkedFile, storeWhole, type StoredContent } from './files-source.js';
+
+export interface BackupFolderOptions {
+  /** Name of the protected object; points of one name form its generations. */
+  name: string;
+  /** Point to compare with for unchanged files; default: the newest 'files' point of `name` from the same folder. */
+  parent?: Point;
+  clock: Clock;
+  hostname?: string;
+  signal?: AbortSignal;
+  onProgress?: ProgressFn;
+}
+
+/** Files being read and stored at once; the libuv pool and the pack writer stay busy. */
+const FILE_SLOTS = 64;
+/** Files above minBytes stream through the chunker with ~2 × maxBytes of window each. */
+const LARGE_FILE_SLOTS = 4;
+
+export async function backupFolder(repo: Repository, root: string, opts: BackupFolderOptions): Promise<Point> {
+  const started = opts.clock.now();
+  const rootPath = resolve(root);
+  let names: string[];
+  try {
+    const st = await fsp.stat(rootPath);
+    if (!st.isDirectory()) throw new SourceError(rootPath, 'it is not a directory');
+    names = await fsp.readdir(rootPath);
+  } catch (e) {
+    if (e instanceof SourceError) throw e;
+    throw new SourceError(rootPath, errnoCode(e) === 'ENOENT' ? 'it does not exist' : describeFsError(e), { cause: e });
+  }
+  const parent = opts.parent ?? (await findParent(repo, opts.name, rootPath));
+  const run = new FolderBackup(repo, repo.newWriter(), opts, parent);
+  const tree = await run.run(rootPath, names, parent?.tree);
+  await run.writer.finish();
+  const s = run.stats;
+  return repo.commitPoint({
+    formatVersion: 1,
+    name: opts.name,
+    kind: 'files',
+    time: started.toISOString(),
+    hostname: opts.hostname ?? osHostname(),
+    source: { type: 'folder', path: rootPath },
+    ...(parent ? { parent: parent.id } : {}),
+    tree,
+    stats: {
+      logicalBytes: s.logicalBytes,
+      readBytes: s.readBytes,
+      newBytes: run.writer.stats.rawBytesNew,
+      storedNewBytes: run.writer.stats.storedBytesNew,
+      durationMs: opts.clock.now().getTime() - started.getTime(),
+      files: s.files,
+      dirs: s.dirs,
+      unchangedFiles: s.unchangedFiles,
+    },
+    errors: run.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
+    ...(run.warnings.length ? { warnings: run.warnings } : {}),
+  });
+}
+
+async function findParent(repo: Repository, name: string, path: string): Promise<Point | undefined> {
+  const { points } = await repo.listPoints();
+  return points.filter((p) => p.kind === 'files' && p.name === name && p.source.path === path && p.tree).at(-1);
+}
+
+/**
+ * Work started but not finished. Wrapped in an object because an async function cannot
+ * return a bare promise without waiting for it.
+ */
+interface Later<T> {
+  later: Promise<T>;
+}
+type Pending = TreeEntry | Later<TreeEntry | undefined> | undefined;
+
+class FolderBackup {
+  readonly stats = { files: 0, dirs: 0, unchangedFiles: 0, logicalBytes: 0, readBytes: 0 };
+  readonly errors: ItemError[] = [];
+  readonly warnings: string[] = [];
+  private readonly slots = new Slots(FILE_SLOTS);
+  private readonly largeSlots = new Slots(LARGE_FILE_SLOTS);
+  private readonly smallReads = new SmallReadPolicy();
+  /** dev:ino of files with more than one link → the first path seen and its entry. */
+  private readonly links = new Map<string, { path: string; done: Promise<TreeEntry | undefined> }>();
+  private readonly chunking: CdcParams;
+  private failure: unknown;
+  /** Every guarded job, so a failed run can wait until nothing is writing any more. */
+  private readonly running = new Set<Promise<unknown>>();
+  private doneBytes = 0;
+  private reportedBytes = 0;
+  private readonly totalBytes: number;
+
+  constructor(private readonly repo: Repository, readonly writer: BlobWriter, private readonly opts: BackupFolderOptions, parent?: Point) {
+    this.chunking = repo.config.fileChunking;
+    this.totalBytes = parent?.stats.logicalBytes ?? 0;
+  }
+
+  async run(rootPath: string, names: string[], parentTree: string | undefined): Promise<string> {
+    let root: Later<string | undefined> | undefined;
+    try {
+      root = await this.walkDir(rootPath, '', names, parentTree);
+    } catch (e) {
+      this.failure ??= e;
+    }
+    // Let every started job settle before reporting a failure: nothing may still be writing.
+    const hash = await root?.later;
+    while (this.running.size > 0) await Promise.all(this.running);
+    this.throwIfFailed();
+    this.opts.onProgress?.({ phase: 'backup', doneBytes: this.doneBytes, totalBytes: this.totalBytes });
+    return hash as string;
+  }
+
+  /**
+   * Walk one directory: start a job per entry (waiting for a slot) and descend into
+   * subdirectories. Returns once everything below is started; `later` resolves to the
+   * directory's tree hash when all of it is stored.
+   */
+  private async walkDir(abs: string, rel: string, names: string[], parentTree: string | undefined): Promise<Later<string | undefined>> {
+    names.sort();
+    const [stats, prev] = await Promise.all([this.lstatAll(abs, names), this.loadParentTree(parentTree, rel)]);
+    const pending: Pending[] = [];
+    for (let i = 0; i < names.length; i++) {
+      this.throwIfFailed();
+      const name = names[i] as string;
+      const st = stats[i] as BigIntStats | Error;
+      const path = rel ? `${rel}/${name}` : name;
+      if (st instanceof Error) {
+        this.skip(path, errnoCode(st) === 'ENOENT' && name.includes('\uFFFD') ? 'skipped: the name is not valid UTF-8' : describeFsError(st));
+        continue;
+      }
+      pending.push(await this.entry(join(abs, name), path, name, st, prev?.get(name)));
+    }
+    const done = Promise.all(pending.map((p) => (p && 'later' in p ? p.later : p))).then(async (entries) => {
+      const stored = await storeWhole(this.writer, encodeTree(entries.filter((e): e is TreeEntry => e !== undefined)));
+      return stored.hashes[0] as string;
+    });
+    return { later: this.guard(done) };
+  }
+
+  /** lstat every name of a folder: synchronously while that is fast (see SmallReadPolicy). */
+  private async lstatAll(abs: string, names: string[]): Promise<(BigIntStats | Error)[]> {
+    if (!this.smallReads.sync) {
+      return Promise.all(names.map((n) => fsp.lstat(join(abs, n), { bigint: true }).catch((e: unknown) => e as Error)));
+    }
+    const t0 = performance.now();
+    const out = names.map((n) => {
+      try {
+        return lstatSync(join(abs, n), { bigint: true });
+      } catch (e) {
+        return e as Error;
+      }
+    });
+    this.smallReads.observe((performance.now() - t0) / Math.max(1, names.length), 0);
+    return out;
+  }
+
+  private async entry(abs: string, path: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<Pending> {
+    if (st.isDirectory()) return this.dirEntry(abs, path, name, st, prev);
+    if (st.isSymbolicLink()) {
+      try {
+        const target = await fsp.readlink(abs);
+        this.stats.files++;
+        return { ...meta(name, 'symlink', st), target };
+      } catch (e) {
+        return this.skip(path, describeFsError(e));
+      }
+    }
+    if (!st.isFile()) return this.skip(path, `skipped: special file (${specialKind(st)})`);
+    this.stats.files++;
+    if (st.nlink > 1n) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = this.links.get(key);
+      if (first) return { later: this.guard(this.hardLink(abs, path, name, st, first)) };
+      const job = await this.startFile(abs, path, name, st, prev);
+      this.links.set(key, { path, done: job.later });
+      return job;
+    }
+    return this.startFile(abs, path, name, st, prev);
+  }
+
+  private async dirEntry(abs: string, path: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<Pending> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(abs);
+    } catch (e) {
+      return this.skip(path, describeFsError(e));
+    }
+    this.stats.dirs++;
+    const dir = await this.walkDir(abs, path, names, prev?.type === 'dir' ? prev.subtree : undefined);
+    return { later: dir.later.then((subtree) => (subtree === undefined ? undefined : { ...meta(name, 'dir', st), subtree })) };
+  }
+
+  /** Reuse the parent's entry of an unchanged file, or start reading it once a slot is free. */
+  private async startFile(abs: string, path: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<Later<TreeEntry | undefined>> {
+    const size = Number(st.size);
+    if (prev?.content && isUnchanged(prev, st) && prev.content.every((h) => this.repo.index.has(h))) {
+      this.stats.unchangedFiles++;
+      this.stats.logicalBytes += size;
+      this.progress(size, path);
+      return { later: Promise.resolve({ ...meta(name, 'file', st), size, content: prev.content }) };
+    }
+    await this.slots.acquire();
+    if (this.failed()) {
+      this.slots.release();
+      return { later: Promise.resolve(undefined) };
+    }
+    return { later: this.guard(this.storeFile(abs, path, name, st).finally(() => this.slots.release())) };
+  }
+
+  private async storeFile(abs: string, path: string, name: string, st: BigIntStats): Promise<TreeEntry | undefined> {
+    const size = Number(st.size);
+    let content: StoredContent;
+    try {
+      if (size === 0) content = { hashes: [], bytes: 0 };
+      else if (size < this.chunking.minBytes) content = await this.storeSmall(abs, size);
+      else content = await this.storeLarge(abs, size);
+    } catch (e) {
+      if (e instanceof ItemSkipped) return this.skip(path, e.message);
+      throw e;
+    }
+    this.stats.logicalBytes += content.bytes;
+    this.stats.readBytes += content.bytes;
+    this.progress(content.bytes, path);
+    return { ...meta(name, 'file', st), size: content.bytes, content: content.hashes };
+  }
+
+  private async storeSmall(abs: string, size: number): Promise<StoredContent> {
+    if (!this.smallReads.sync) return storeWhole(this.writer, await readWhole(abs, size));
+    const t0 = performance.now();
+    const buf = readWholeSync(abs, size);
+    this.smallReads.observe(performance.now() - t0, size);
+    return storeWhole(this.writer, buf);
+  }
+
+  private async storeLarge(abs: string, size: number): Promise<StoredContent> {
+    await this.largeSlots.acquire();
+    try {
+      return await storeChunkedFile(this.writer, abs, size, this.chunking, this.opts.signal);
+    } finally {
+      this.largeSlots.release();
+    }
+  }
+
+  private async hardLink(abs: string, path: string, name: string, st: BigIntStats, first: { path: string; done: Promise<TreeEntry | undefined> }): Promise<TreeEntry | undefined> {
+    const target = await first.done;
+    if (!target?.content) {
+      // The first path could not be read; this one may still be readable.
+      return (await this.startFile(abs, path, name, st, undefined)).later;
+    }
+    return { ...meta(name, 'hardlink', st), size: target.size, content: target.content, linkTo: first.path };
+  }
+
+  private async loadParentTree(hash: string | undefined, rel: string): Promise<Map<string, TreeEntry> | undefined> {
+    if (!hash) return undefined;
+    try {
+      const t = await readTree(this.repo, hash, rel);
+      return new Map(t.entries.map((e) => [e.name, e]));
+    } catch (e) {
+      this.warnings.push(`parent tree of /${rel} is unreadable (${(e as Error).message}); its files were read in full`);
+      return undefined;
+    }
+  }
+
+  /** Record the first fatal error instead of rejecting, so no promise is ever left unhandled. */
+  private guard<T>(p: Promise<T>): Promise<T | undefined> {
+    const g = p.catch((e: unknown) => {
+      this.failure ??= e;
+      return undefined;
+    });
+    this.running.add(g);
+    void g.then(() => this.running.delete(g));
+    return g;
+  }
+
+  private failed(): boolean {
+    if (this.failure === undefined && this.opts.signal?.aborted) this.failure = new InterruptedError();
+    return this.failure !== undefined;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failed()) throw this.failure;
+  }
+
+  private skip(path: string, message: string): undefined {
+    this.errors.push({ path, message });
+    return undefined;
+  }
+
+  private progress(bytes: number, item: string): void {
+    this.doneBytes += bytes;
+    if (!this.opts.onProgress || this.doneBytes - this.reportedBytes < 4 << 20) return;
+    this.reportedBytes = this.doneBytes;
+    this.opts.onProgress({ phase: 'backup', doneBytes: this.doneBytes, totalBytes: this.totalBytes, item });
+  }
+}
+
+function meta(name: string, type: TreeEntry['type'], st: BigIntStats): TreeEntry {
+  return {
+    name, type,
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    size: 0,
+    ino: st.ino.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+  };
+}
+
+function isUnchanged(prev: TreeEntry, st: BigIntStats): boolean {
+  return (prev.type === 'file' || prev.type === 'hardlink')
+    && prev.size === Number(st.size) && prev.mtimeNs === st.mtimeNs.toString()
+    && prev.ino === st.ino.toString() && prev.ctimeNs === st.ctimeNs.toString();
+}

@@ -1,0 +1,271 @@
+/**
+ * Restore a file-level point into one archive: .zip (archiver), .tar (tar-stream) or
+ * .tar.gz / .tgz (tar-stream + gzip). Entries are written in plan order (a folder before
+ * its contents) with names relative to the point's root, their mode and mtime; symlinks are
+ * symlink entries; in tar, a hard link to a file already in the archive is a link entry.
+ *
+ * Streaming: chunks are fetched (and verified) a bounded window ahead of the writer, in
+ * archive order, and flow through with backpressure; the archive is written to a temporary
+ * name next to the destination and renamed into place only when complete.
+ */
+import { once } from 'node:events';
+import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { ZipArchive } from 'archiver';
+import { pack as tarPack, type Header as TarHeader, type Pack as TarPack } from 'tar-stream';
+import { fsp, type FileHandle } from '../runtime/fs.js';
+import type { Repository } from '../repo/repository.js';
+import type { TreeEntry } from '../repo/tree.js';
+import { DestinationExistsError, InterruptedError, UsageError, errnoCode } from '../errors.js';
+import type { PlanItem } from './files-plan.js';
+import { locateBlobs, readBlobs } from './pack-fetch.js';
+import type { BlobLocation } from '../repo/index-store.js';
+import { Codec } from '../repo/codec.js';
+import type { RestoreFilesOptions, RestoreFilesResult } from './files-restore.js';
+
+export type ArchiveFormat = 'zip' | 'tar' | 'tgz';
+
+/** Chunks are fetched in groups of consecutive chunks (few ranged reads), a few groups ahead. */
+const GROUP_CHUNKS = 256;
+const GROUP_BYTES = 16 << 20;
+const GROUPS_AHEAD = 4;
+const WRITE_BYTES = 1 << 20;
+
+export function archiveFormat(dest: string): ArchiveFormat | undefined {
+  if (dest.endsWith('/')) return undefined;
+  const d = dest.toLowerCase();
+  if (d.endsWith('.zip')) return 'zip';
+  if (d.endsWith('.tar.gz') || d.endsWith('.tgz')) return 'tgz';
+  if (d.endsWith('.tar')) return 'tar';
+  return undefined;
+}
+
+/** How an item goes into the archive. */
+type Kind = 'dir' | 'symlink' | 'link' | 'data';
+
+export async function restoreArchive(repo: Repository, items: PlanItem[], dest: string, format: ArchiveFormat, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
+  const existing = await fsp.lstat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+  if (existing?.isDirectory()) throw new UsageError(`restore destination ${dest} is a folder`, 'give an archive file name, or restore into the folder with a path not ending in .zip/.tar/.tar.gz');
+  if (existing && !opts.overwrite) throw new DestinationExistsError(dest);
+
+  const kinds = classify(items, format);
+  const hashes = items.flatMap((it, i) => (kinds[i] === 'data' ? it.entry.content ?? [] : []));
+  const located = locateBlobs(repo, hashes); // a missing chunk fails before the archive is started
+  const totalBytes = items.reduce((n, it, i) => n + (kinds[i] === 'data' ? it.entry.size : 0), 0);
+  const fetched = prefetch(groups(hashes, located), async (g) => ({ g, blobs: await readBlobs(repo, g, located) }), GROUPS_AHEAD);
+  const chunks = inOrder(fetched)[Symbol.asyncIterator]();
+  let doneBytes = 0;
+  let reported = 0;
+  const content = async function* (e: TreeEntry, rel: string): AsyncIterable<Buffer> {
+    for (let i = 0; i < (e.content?.length ?? 0); i++) {
+      if (opts.signal?.aborted) throw new InterruptedError();
+      const next = await chunks.next();
+      if (next.done) throw new Error('internal: chunk stream ended early');
+      doneBytes += next.value.length;
+      if (opts.onProgress && doneBytes - reported >= 4 << 20) {
+        reported = doneBytes;
+        opts.onProgress({ phase: 'restore', doneBytes, totalBytes, item: rel });
+      }
+      yield next.value;
+    }
+  };
+
+  await fsp.mkdir(dirname(dest), { recursive: true });
+  const tmp = `${dest}.partial-${randomBytes(6).toString('hex')}`;
+  const out = await fsp.open(tmp, 'wx', 0o644);
+  try {
+    const incompressible = (e: TreeEntry) => (e.content?.length ?? 0) > 0 && e.content!.every((h) => located.get(h)!.codec === Codec.raw);
+    if (format === 'zip') await writeZip(out, items, kinds, content, incompressible);
+    else await writeTar(out, items, kinds, content, format === 'tgz');
+    await fsp.rename(tmp, dest);
+  } catch (e) {
+    await out.close().catch(() => undefined);
+    await fsp.rm(tmp, { force: true });
+    await chunks.return?.();
+    throw e;
+  }
+  opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
+  const dirs = kinds.filter((k) => k === 'dir').length;
+  return { files: items.length - dirs, dirs, bytes: totalBytes, dest };
+}
+
+function classify(items: PlanItem[], format: ArchiveFormat): Kind[] {
+  const files = new Set<string>();
+  return items.map(({ rel, entry }) => {
+    if (entry.type === 'dir') return 'dir';
+    if (entry.type === 'symlink') return 'symlink';
+    if (entry.type === 'hardlink' && format !== 'zip' && files.has(entry.linkTo as string)) return 'link';
+    if (entry.type === 'file') files.add(rel);
+    return 'data';
+  });
+}
+
+type Content = (e: TreeEntry, rel: string) => AsyncIterable<Buffer>;
+
+async function writeTar(out: FileHandle, items: PlanItem[], kinds: Kind[], content: Content, gzip: boolean): Promise<void> {
+  const pack = tarPack();
+  const sink = coalesced(out);
+  const done = gzip ? pipeline(pack, createGzip({ level: 1 }), sink) : pipeline(pack, sink);
+  done.catch(() => undefined); // awaited below
+  try {
+    for (let i = 0; i < items.length; i++) {
+      const { rel, entry } = items[i] as PlanItem;
+      const kind = kinds[i] as Kind;
+      const header: Partial<TarHeader> & { name: string } = {
+        name: kind === 'dir' ? `${rel}/` : rel,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        mtime: new Date(Number(BigInt(entry.mtimeNs) / 1_000_000n)),
+      };
+      if (kind === 'dir') await tarEntry(pack, { ...header, type: 'directory' });
+      else if (kind === 'symlink') await tarEntry(pack, { ...header, type: 'symlink', linkname: entry.target });
+      else if (kind === 'link') await tarEntry(pack, { ...header, type: 'link', linkname: entry.linkTo });
+      else await tarEntry(pack, { ...header, type: 'file', size: entry.size }, content(entry, rel));
+    }
+    pack.finalize();
+  } catch (e) {
+    pack.destroy(e as Error);
+    await done.catch(() => undefined);
+    throw e;
+  }
+  await done;
+}
+
+function tarEntry(pack: TarPack, header: Partial<TarHeader> & { name: string }, data?: AsyncIterable<Buffer>): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const entry = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    if (!data) return;
+    void (async () => {
+      for await (const chunk of data) if (!entry.write(chunk)) await once(entry, 'drain');
+      entry.end(undefined);
+    })().catch((e: unknown) => {
+      entry.destroy(e as Error);
+      reject(e);
+    });
+  });
+}
+
+async function writeZip(out: FileHandle, items: PlanItem[], kinds: Kind[], content: Content, incompressible: (e: TreeEntry) => boolean): Promise<void> {
+  // zlib level 1: a restore is about time-to-data. Files whose chunks did not compress in the
+  // repository either (media, archives, random data) are stored as they are.
+  const archive = new ZipArchive({ zlib: { level: 1, chunkSize: 256 << 10 } });
+  const done = pipeline(archive, coalesced(out));
+  done.catch(() => undefined); // awaited below
+  let failed: unknown;
+  archive.on('warning', (e) => {
+    failed ??= e;
+  });
+  try {
+    for (let i = 0; i < items.length; i++) {
+      const { rel, entry } = items[i] as PlanItem;
+      const kind = kinds[i] as Kind;
+      const date = new Date(Number(BigInt(entry.mtimeNs) / 1_000_000n));
+      const added = once(archive, 'entry');
+      if (kind === 'dir') archive.append(Buffer.alloc(0), { name: `${rel}/`, type: 'directory', mode: entry.mode, date });
+      else if (kind === 'symlink') archive.symlink(rel, entry.target as string, entry.mode);
+      else {
+        const data = { name: rel, mode: entry.mode, date, store: incompressible(entry) };
+        // One chunk (most files): a buffer entry, which archiver handles with less overhead.
+        if ((entry.content?.length ?? 0) <= 1) archive.append(Buffer.concat(await collect(content(entry, rel))), data);
+        else archive.append(Readable.from(content(entry, rel), { objectMode: false }), data);
+      }
+      await added; // one entry at a time: the prefetch window is the only read-ahead
+      if (failed) throw failed;
+    }
+    await archive.finalize();
+  } catch (e) {
+    archive.destroy(e as Error);
+    await done.catch(() => undefined);
+    throw e;
+  }
+  await done;
+}
+
+async function collect(src: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const b of src) out.push(b);
+  return out;
+}
+
+/**
+ * The archive file as a stream that writes in blocks of WRITE_BYTES: tar and zip emit a small
+ * header per entry, and each write through the libuv pool costs ~50 µs of hand-offs.
+ */
+function coalesced(out: FileHandle): Writable {
+  const file = out.createWriteStream();
+  let parts: Buffer[] = [];
+  let size = 0;
+  const flush = (cb: (e?: Error | null) => void) => {
+    const data = Buffer.concat(parts, size);
+    parts = [];
+    size = 0;
+    if (data.length === 0) return cb();
+    if (file.write(data)) return cb();
+    file.once('drain', () => cb());
+  };
+  const w = new Writable({
+    highWaterMark: WRITE_BYTES,
+    write(chunk: Buffer, _enc, cb) {
+      parts.push(chunk);
+      size += chunk.length;
+      if (size >= WRITE_BYTES) flush(cb);
+      else cb();
+    },
+    final(cb) {
+      flush((e) => (e ? cb(e) : file.end(() => cb())));
+    },
+    destroy(err, cb) {
+      file.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  file.on('error', (e) => w.destroy(e));
+  return w;
+}
+
+/** Consecutive runs of chunk hashes, bounded in count and bytes. */
+function groups(hashes: string[], located: Map<string, BlobLocation>): string[][] {
+  const out: string[][] = [];
+  let cur: string[] = [];
+  let bytes = 0;
+  for (const h of hashes) {
+    const n = located.get(h)!.rawLength;
+    if (cur.length > 0 && (cur.length >= GROUP_CHUNKS || bytes + n > GROUP_BYTES)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(h);
+    bytes += n;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/** The chunks of each group, in the group's order (a chunk may repeat). */
+async function* inOrder(fetched: AsyncIterable<{ g: string[]; blobs: Map<string, Buffer> }>): AsyncIterable<Buffer> {
+  for await (const { g, blobs } of fetched) for (const h of g) yield blobs.get(h)!;
+}
+
+/** Map `items` through `fn` with up to `limit` in flight, yielding results in input order. */
+async function* prefetch<T, R>(items: T[], fn: (t: T) => Promise<R>, limit: number): AsyncIterable<R> {
+  const queue: Promise<R>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (queue.length < limit && next < items.length) {
+      const p = fn(items[next++] as T);
+      p.catch(() => undefined); // rethrown when its turn comes
+      queue.push(p);
+    }
+  };
+  fill();
+  while (queue.length > 0) {
+    const r = await (queue.shift() as Promise<R>);
+    fill();
+    yield r;
+  }
+}

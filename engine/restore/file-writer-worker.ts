@@ -1,0 +1,74 @@
+/**
+ * Worker thread body for WholeFileWriters: decode + verify small blobs and write each as a
+ * whole new file with its metadata, all with synchronous calls. Batches arrive as one buffer
+ * of stored (still compressed) blobs and a list saying where each goes.
+ */
+import { parentPort } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
+import { Decompressor } from 'zstd-napi';
+import { constants, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
+import { Codec } from '../repo/codec.js';
+import type { WriteBatch, WriteReply } from './file-writer-pool.js';
+
+const decompressor = new Decompressor();
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+class BadBlob extends Error {}
+
+// Mirrors codec-worker's decode: the repository's codecs, then length and SHA-256.
+function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: string): Buffer {
+  let raw: Buffer;
+  try {
+    if (codec === Codec.raw) raw = stored;
+    else if (codec === Codec.zstd) raw = decompressor.decompress(stored);
+    else throw new Error(`unknown codec ${codec}`);
+  } catch (e) {
+    throw new BadBlob(`cannot be decompressed (${(e as Error).message})`);
+  }
+  if (raw.length !== rawLength || createHash('sha256').update(raw).digest('hex') !== hash) throw new BadBlob('does not match its hash');
+  return raw;
+}
+
+function handle(req: WriteBatch): WriteReply {
+  const data = Buffer.from(req.data, req.base, req.length);
+  let bytes = 0;
+  let current = '';
+  try {
+    for (const b of req.blobs) {
+      current = b.hash;
+      const raw = decodeVerified(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash);
+      for (const f of b.files) {
+        current = f.path;
+        if (f.replace) {
+          try {
+            unlinkSync(f.path);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          }
+        }
+        const fd = openSync(f.path, CREATE, 0o600);
+        try {
+          for (let done = 0; done < raw.length;) done += writeSync(fd, raw, done, raw.length - done, done);
+          try {
+            fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
+          } catch (e) {
+            const code = (e as NodeJS.ErrnoException).code;
+            if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+          }
+          fchmodSync(fd, f.mode);
+          futimesSync(fd, f.mtimeSec, f.mtimeSec);
+        } finally {
+          closeSync(fd);
+        }
+        bytes += raw.length;
+      }
+    }
+  } catch (e) {
+    if (e instanceof BadBlob) return { id: req.id, ok: false, kind: 'integrity', hash: current, message: e.message };
+    const err = e as NodeJS.ErrnoException;
+    return { id: req.id, ok: false, kind: 'fs', path: current, message: err.message, code: err.code };
+  }
+  return { id: req.id, ok: true, bytes };
+}
+
+parentPort?.on('message', (req: WriteBatch) => parentPort?.postMessage(handle(req)));

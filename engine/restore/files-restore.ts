@@ -1,0 +1,302 @@
+/**
+ * Restore a file-level point to a folder, or to a .zip / .tar / .tar.gz archive.
+ *
+ * Folder restores run in phases, and nothing is written before the first three are done:
+ *   1. plan: read the trees, apply --include (unknown paths and unsafe names fail here);
+ *   2. scan: what already exists at the destination (DestinationExistsError unless
+ *      --overwrite; a symlink where a folder goes is refused);
+ *   3. locate every chunk in the index (a missing one fails here);
+ *   4. folders (mode 0700 while being filled), then file content in pack order, each chunk
+ *      verified against its hash. Files of one chunk (most of them) are decoded, written and
+ *      given owner, mode and mtime by writer threads, a batch per range read from a pack
+ *      (file-writer-pool.ts); chunks of larger files are written at their offsets here, and
+ *      the writer of a file's last chunk sets its metadata on its descriptor;
+ *   5. hard links, then symlinks (only once all regular content exists, so no write can go
+ *      through a link created by this restore), then folder metadata, deepest first.
+ * Existing files are replaced by unlink + create with O_EXCL|O_NOFOLLOW, never by writing
+ * through them (an existing file may be a hard link to something outside the destination).
+ */
+import { resolve } from 'node:path';
+import pLimit from 'p-limit';
+import { fsp, constants, openSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
+import type { Repository } from '../repo/repository.js';
+import type { Point } from '../repo/point.js';
+import type { TreeEntry } from '../repo/tree.js';
+import type { ProgressFn } from '../progress.js';
+import { IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
+import { planRestore, type PlanItem } from './files-plan.js';
+import { fetchByPack, locateBlobs, verifier, type StoredBlob } from './pack-fetch.js';
+import { WholeFileWriters, type BatchBlob } from './file-writer-pool.js';
+import { destPath, makeDir, makeRoot, scanDestination, type DestScan } from './safe-path.js';
+import { archiveFormat, restoreArchive } from './archive-restore.js';
+
+export interface RestoreFilesOptions {
+  /** Paths relative to the backed-up folder (a leading '/' is fine); a folder brings its subtree. */
+  include?: string[];
+  overwrite?: boolean;
+  signal?: AbortSignal;
+  onProgress?: ProgressFn;
+}
+
+export interface RestoreFilesResult {
+  /** Non-folder entries restored (files, hard links, symlinks). */
+  files: number;
+  dirs: number;
+  /** Bytes of file content written. */
+  bytes: number;
+  durationMs: number;
+  /** The folder or archive written. */
+  dest: string;
+}
+
+/** Symlinks / folders whose metadata is set at once (after the content phase). */
+const META_IN_FLIGHT = 16;
+
+export async function restoreFiles(repo: Repository, point: Point, dest: string, opts: RestoreFilesOptions = {}): Promise<RestoreFilesResult> {
+  const t0 = performance.now();
+  const items = await planRestore(repo, point, opts.include);
+  const format = archiveFormat(dest);
+  const r = format
+    ? await restoreArchive(repo, items, resolve(dest), format, opts)
+    : await restoreFolder(repo, items, resolve(dest), opts);
+  return { ...r, durationMs: Math.round(performance.now() - t0) };
+}
+
+interface FileTask {
+  abs: string;
+  entry: TreeEntry;
+  replace: boolean;
+  /** Chunks not yet written; the writer of the last one sets the metadata. */
+  remaining: number;
+  created?: Promise<void>;
+}
+
+async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
+  let root = dest;
+  let scan: DestScan = { replace: new Set(), existingDirs: new Set() };
+  const st = await fsp.stat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+  if (st && !st.isDirectory()) {
+    throw new UsageError(`restore destination ${dest} exists and is not a folder`, 'give a folder, or a path ending in .zip, .tar or .tar.gz');
+  }
+  if (st) {
+    root = await fsp.realpath(dest);
+    scan = await scanDestination(root, items, !!opts.overwrite);
+  }
+
+  const dirs: PlanItem[] = [];
+  const files: FileTask[] = [];
+  const byRel = new Map<string, FileTask>();
+  const links: { abs: string; to: string; replace: boolean }[] = [];
+  const symlinks: PlanItem[] = [];
+  for (const item of items) {
+    const { rel, entry } = item;
+    if (entry.type === 'dir') dirs.push(item);
+    else if (entry.type === 'symlink') symlinks.push(item);
+    else if (entry.type === 'file') {
+      const f = { abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0 };
+      files.push(f);
+      byRel.set(rel, f);
+    }
+  }
+  for (const { rel, entry } of items) {
+    if (entry.type !== 'hardlink') continue;
+    const replace = scan.replace.has(rel);
+    // Linked only to a file this restore writes itself; otherwise the link gets its own copy.
+    if (byRel.has(entry.linkTo as string)) links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace });
+    else files.push({ abs: destPath(root, rel), entry, replace, remaining: entry.content?.length ?? 0 });
+  }
+  const located = locateBlobs(repo, files.flatMap((f) => f.entry.content ?? []));
+  const uses = new Map<string, { file: FileTask; offset: number }[]>();
+  let totalBytes = 0;
+  for (const f of files) {
+    let offset = 0;
+    for (const h of f.entry.content ?? []) {
+      let u = uses.get(h);
+      if (!u) uses.set(h, (u = []));
+      u.push({ file: f, offset });
+      offset += located.get(h)!.rawLength;
+    }
+    if (offset !== f.entry.size) throw new IntegrityError(`${f.abs}: the point records ${f.entry.size} bytes but its chunks hold ${offset}`);
+    totalBytes += offset;
+  }
+
+  // Phase 4: folders, then content.
+  if (!st) root = await makeRoot(dest);
+  for (const { rel } of dirs) await makeDir(destPath(root, rel), scan.existingDirs.has(rel), scan.replace.has(rel));
+  const limit = pLimit(META_IN_FLIGHT);
+  for (const f of files) if (f.remaining === 0) createEmptySync(f);
+  let doneBytes = 0;
+  let reported = 0;
+  const progress = (bytes: number, item: string) => {
+    doneBytes += bytes;
+    if (opts.onProgress && doneBytes - reported >= 4 << 20) {
+      reported = doneBytes;
+      opts.onProgress({ phase: 'restore', doneBytes, totalBytes, item });
+    }
+  };
+  // A blob that is the whole content of every file using it goes to the writer threads.
+  const isWhole = (hash: string) => uses.get(hash)!.every((u) => u.file.remaining === 1 && u.file.entry.content?.length === 1);
+  const writers = [...uses.keys()].some(isWhole) ? new WholeFileWriters((h) => located.get(h)?.pack ?? '?') : undefined;
+  const verify = verifier(repo);
+  const deliver = async (hash: string, raw: Buffer) => {
+    if (opts.signal?.aborted) throw new InterruptedError();
+    for (const { file, offset } of uses.get(hash) ?? []) {
+      await writePart(file, offset, raw);
+      progress(raw.length, file.abs);
+    }
+  };
+  try {
+    await fetchByPack(repo, located, async (pack, blobs, range) => {
+      const whole: StoredBlob[] = [];
+      const rest: StoredBlob[] = [];
+      for (const b of blobs) (isWhole(b.hash) ? whole : rest).push(b);
+      // Copies of the others first: the range buffer itself is handed to a writer thread.
+      for (const b of rest) b.stored = Buffer.from(b.stored);
+      const jobs = [verify(pack, rest, deliver)];
+      if (whole.length > 0) {
+        const batch = wholeBatch(whole, uses);
+        jobs.push(writers!.write(range, batch).then((bytes) => progress(bytes, batch.at(-1)!.files[0]!.path)));
+      }
+      await allSettledThenThrow(jobs);
+    }, opts.signal);
+  } finally {
+    await writers?.close();
+  }
+
+  // Phase 5: links, symlinks, folder metadata.
+  for (const l of links) {
+    if (l.replace) await removeIfThere(l.abs);
+    await fsp.link(l.to, l.abs);
+  }
+  await Promise.all(symlinks.map((s) => limit(() => makeSymlink(destPath(root, s.rel), s.entry, scan.replace.has(s.rel)))));
+  await applyDirMeta(root, dirs, limit);
+  opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
+  return { files: items.length - dirs.length, dirs: dirs.length, bytes: totalBytes, dest: root };
+}
+
+/** Where each blob of a range goes, for a writer thread (offsets into the range buffer). */
+function wholeBatch(batch: StoredBlob[], uses: Map<string, { file: FileTask; offset: number }[]>): BatchBlob[] {
+  return batch.map((b): BatchBlob => {
+    const files = uses.get(b.hash)!.map(({ file }) => {
+      file.remaining = 0;
+      const e = file.entry;
+      return { path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace };
+    });
+    return { offset: b.at, length: b.stored.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files };
+  });
+}
+
+async function allSettledThenThrow(jobs: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(jobs);
+  const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+}
+
+async function openNew(f: FileTask): Promise<FileHandle> {
+  if (f.replace) await removeIfThere(f.abs);
+  return fsp.open(f.abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+}
+
+/**
+ * Write one chunk of a file at its offset; the first writer creates the file, the last sets
+ * its metadata. Chunks of multi-chunk files go through FileHandles (one open per chunk).
+ */
+async function writePart(f: FileTask, offset: number, data: Buffer): Promise<void> {
+  let h: FileHandle;
+  if (!f.created) {
+    const opened = openNew(f);
+    f.created = opened.then(() => undefined, () => undefined);
+    h = await opened;
+  } else {
+    await f.created;
+    h = await fsp.open(f.abs, constants.O_WRONLY | constants.O_NOFOLLOW);
+  }
+  try {
+    let done = 0;
+    while (done < data.length) done += (await h.write(data, done, data.length - done, offset + done)).bytesWritten;
+    if (--f.remaining === 0) await applyMeta(h, f.entry);
+  } finally {
+    await h.close();
+  }
+}
+
+/** An empty file: create it and set its metadata, synchronously (a few cheap syscalls). */
+function createEmptySync(f: FileTask): void {
+  if (f.replace) removeIfThereSync(f.abs);
+  const fd = openSync(f.abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    applyMetaSync(fd, f.entry);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function applyMetaSync(fd: number, e: TreeEntry): void {
+  try {
+    fchownSync(fd, e.uid, e.gid);
+  } catch (err) {
+    ignoreNotPermitted(err);
+  }
+  fchmodSync(fd, e.mode);
+  const t = nsToSeconds(e.mtimeNs);
+  futimesSync(fd, t, t);
+}
+
+function removeIfThereSync(abs: string): void {
+  try {
+    unlinkSync(abs);
+  } catch (e) {
+    if (errnoCode(e) !== 'ENOENT') throw e;
+  }
+}
+
+async function applyMeta(h: FileHandle, e: TreeEntry): Promise<void> {
+  // Owner first: chown clears setuid/setgid, chmod then sets them back.
+  await h.chown(e.uid, e.gid).catch(ignoreNotPermitted);
+  await h.chmod(e.mode);
+  const t = nsToSeconds(e.mtimeNs);
+  await h.utimes(t, t);
+}
+
+async function makeSymlink(abs: string, e: TreeEntry, replace: boolean): Promise<void> {
+  if (replace) await removeIfThere(abs);
+  await fsp.symlink(e.target as string, abs);
+  await fsp.lchown(abs, e.uid, e.gid).catch(ignoreNotPermitted);
+  const t = nsToSeconds(e.mtimeNs);
+  await fsp.lutimes(abs, t, t);
+}
+
+/** Deepest folders first, so a read-only folder is closed only after everything inside it. */
+async function applyDirMeta(root: string, dirs: PlanItem[], limit: ReturnType<typeof pLimit>): Promise<void> {
+  const byDepth = new Map<number, PlanItem[]>();
+  for (const d of dirs) {
+    const depth = d.rel.split('/').length;
+    let l = byDepth.get(depth);
+    if (!l) byDepth.set(depth, (l = []));
+    l.push(d);
+  }
+  for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) {
+    await Promise.all(byDepth.get(depth)!.map((d) => limit(async () => {
+      const h = await fsp.open(destPath(root, d.rel), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      try {
+        await applyMeta(h, d.entry);
+      } finally {
+        await h.close();
+      }
+    })));
+  }
+}
+
+async function removeIfThere(abs: string): Promise<void> {
+  await fsp.unlink(abs).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+}
+
+function ignoreNotPermitted(e: unknown): void {
+  // Not root: files end up owned by whoever restores, as with tar and restic.
+  if (errnoCode(e) !== 'EPERM' && errnoCode(e) !== 'EINVAL') throw e;
+}
+
+export function nsToSeconds(ns: string): number {
+  const n = BigInt(ns);
+  return Number(n / 1_000_000_000n) + Number(n % 1_000_000_000n) / 1e9;
+}
