@@ -29,7 +29,7 @@ export interface DiskBackupResult {
   fullReadReason?: string;
 }
 
-const CHUNKS_IN_FLIGHT = 12;
+const CHUNKS_IN_FLIGHT = 16;
 
 export async function backupDisk(repo: Repository, writer: BlobWriter, src: DiskSource, opts: DiskBackupOptions = {}): Promise<DiskBackupResult> {
   const chunkBytes = repo.config.imageChunkBytes;

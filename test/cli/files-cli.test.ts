@@ -1,0 +1,50 @@
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { drctl, json } from '../support/cli.js';
+import { tempDir } from '../support/tmp.js';
+
+test('a special file makes the backup partial: exit 3, listed on stderr and on the point, the rest restores', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'src');
+  await mkdir(join(src, 'sub'), { recursive: true });
+  await writeFile(join(src, 'sub', 'a.txt'), 'alpha\n');
+  execFileSync('mkfifo', [join(src, 'sub', 'pipe')]);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const r = await drctl(['backup', '--repo', repo, '--files', src, '--name', 'src']);
+  t.is(r.code, 3, r.stderr);
+  t.regex(r.stderr, /sub\/pipe/);
+  t.regex(r.stderr, /partial/);
+  const [p] = json<{ id: string; errors: { path: string; message: string }[] }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.deepEqual(p?.errors.map((e) => e.path.endsWith('sub/pipe')), [true]);
+  const out = join(dir, 'out');
+  t.is((await drctl(['restore', '--repo', repo, 'latest', '--to', out])).code, 0);
+  t.is(await readFile(join(out, 'sub', 'a.txt'), 'utf8'), 'alpha\n');
+});
+
+test('restore --include to a .tar and a .zip from the command line', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'src');
+  await mkdir(join(src, 'docs'), { recursive: true });
+  await writeFile(join(src, 'docs', 'q3.txt'), 'quarter three\n');
+  await writeFile(join(src, 'other.txt'), 'not wanted\n');
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo, '--files', src, '--name', 'src'])).code, 0);
+  for (const ext of ['tar', 'zip']) {
+    const archive = join(dir, `out.${ext}`);
+    const r = await drctl(['restore', '--repo', repo, 'latest', '--include', 'docs/q3.txt', '--to', archive]);
+    t.is(r.code, 0, r.stderr);
+    const listing = ext === 'tar'
+      ? execFileSync('tar', ['-tf', archive], { encoding: 'utf8' })
+      : execFileSync('python3', ['-c', 'import sys, zipfile; print("\\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))', archive], { encoding: 'utf8' });
+    t.true(listing.includes('docs/q3.txt'), listing);
+    t.false(listing.includes('other.txt'), listing);
+    const again = await drctl(['restore', '--repo', repo, 'latest', '--to', archive]);
+    t.is(again.code, 2, 'an existing archive is not overwritten');
+  }
+  const content = execFileSync('tar', ['-xOf', join(dir, 'out.tar'), 'docs/q3.txt'], { encoding: 'utf8' });
+  t.is(content, 'quarter three\n');
+});
