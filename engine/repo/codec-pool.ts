@@ -12,7 +12,9 @@ export type CodecRequest =
   | { id: number; op: 'compress'; data: ArrayBufferLike; offset: number; length: number; level: number }
   | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string }
   | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] }
-  | { id: number; op: 'decode-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[]; keep: boolean };
+  | { id: number; op: 'compress-many'; data: ArrayBufferLike; offset: number; length: number; sizes: number[]; level: number }
+  | { id: number; op: 'decode-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[]; keep: boolean }
+  | { id: number; op: 'decode-write'; data: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number };
 
 /** A blob inside a buffer of stored bytes (offset relative to that buffer). */
 export interface StoredRef {
@@ -33,7 +35,7 @@ export interface DecodedBlob {
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; results?: { ok: boolean; error?: string; raw?: Uint8Array; spans?: [number, number][] }[] }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string; raw?: Uint8Array; spans?: [number, number][] }[] }
   | { id: number; ok: false; error: string };
 
 interface Slot {
@@ -92,6 +94,36 @@ export class CodecPool {
     const r = await this.send({ op: 'decode-many', blobs, keep }, stored);
     if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
     return r.results.map((x) => ({ ok: x.ok, error: x.error, spans: x.spans, raw: x.raw ? toBuffer(x.raw) : undefined }));
+  }
+
+  /**
+   * Compress many small blobs in one round trip. The outputs are views into one buffer.
+   * Each output is as compress() would give it (raw when compression does not pay).
+   */
+  async compressMany(raws: Buffer[], level: number): Promise<{ data: Buffer; codec: number }[]> {
+    const joined = Buffer.allocUnsafeSlow(raws.reduce((a, b) => a + b.length, 0));
+    let at = 0;
+    for (const r of raws) at += r.copy(joined, at);
+    const r = await this.send({ op: 'compress-many', sizes: raws.map((x) => x.length), level }, joined);
+    if (!r.ok || !r.outputs) throw new Error(r.ok ? 'no outputs' : r.error);
+    const all = toBuffer(r.data);
+    let off = 0;
+    return r.outputs.map(([len, codec]) => {
+      const data = all.subarray(off, off + len);
+      off += len;
+      return { data, codec };
+    });
+  }
+
+  /**
+   * Decode, verify and write blobs straight into an open file from the worker (restore): each
+   * blob is written at every offset in `at`, only its non-zero 4 KiB blocks (holes stay holes),
+   * never past `limit`. Takes ownership of `stored`. Nothing of a damaged blob is written.
+   */
+  async decodeAndWrite(stored: Buffer, blobs: (StoredRef & { at: number[] })[], fd: number, limit: number): Promise<{ results: DecodedBlob[]; written: number }> {
+    const r = await this.send({ op: 'decode-write', blobs, fd, limit }, stored);
+    if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
+    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0 };
   }
 
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */

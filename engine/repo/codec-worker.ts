@@ -3,15 +3,16 @@
  * decompression + hash verification. Runs zstd-napi synchronously, off the main thread.
  */
 import { parentPort } from 'node:worker_threads';
+import { writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { Compressor, Decompressor } from 'zstd-napi';
+import { Compressor } from 'zstd-napi';
+import { decodeVerifiedSync } from './codec-sync.js';
 import type { CodecRequest, CodecReply } from './codec-pool.js';
 
 const PROBE_BYTES = 8 * 1024;
 
 // Contexts are reused: creating one per call cost more than compressing a 256 KiB chunk.
 const compressors = new Map<number, Compressor>();
-const decompressor = new Decompressor();
 
 function compressor(level: number): Compressor {
   let c = compressors.get(level);
@@ -48,24 +49,50 @@ function nonZeroSpans(raw: Buffer): [number, number][] {
   return spans;
 }
 
-function decodeOne(stored: Buffer, codec: number, rawLength: number, hash: string): Buffer | string {
-  let raw: Buffer;
-  try {
-    if (codec === 1) raw = decompressor.decompress(stored);
-    else if (codec === 0) raw = stored;
-    else return `has unknown codec ${codec}`;
-  } catch (e) {
-    return `cannot be decompressed (${(e as Error).message})`;
+function compressOne(data: Buffer, level: number): { data: Buffer; codec: number } {
+  if (!looksIncompressible(data)) {
+    const z = compressor(level).compress(data);
+    if (z.length < data.length * 0.97) return { data: z, codec: 1 };
   }
-  if (raw.length !== rawLength || createHash('sha256').update(raw).digest('hex') !== hash) return 'does not match its hash';
-  return raw;
+  return { data, codec: 0 };
 }
 
 function handle(req: CodecRequest): CodecReply {
+  if (req.op === 'decode-write') {
+    const data = Buffer.from(req.data, req.offset, req.length);
+    let written = 0;
+    const results = req.blobs.map((b) => {
+      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
+      if (typeof r === 'string') return { ok: false, error: r };
+      const spans = nonZeroSpans(r);
+      for (const base of b.at) {
+        for (const [s0, e0] of spans) {
+          const e = Math.min(e0, req.limit - base);
+          for (let done = s0; done < e;) done += writeSync(req.fd, r, done, e - done, base + done);
+          if (e > s0) written += e - s0;
+        }
+      }
+      return { ok: true };
+    });
+    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };
+  }
+  if (req.op === 'compress-many') {
+    const all = Buffer.from(req.data, req.offset, req.length);
+    const outs: { data: Buffer; codec: number }[] = [];
+    let at = 0;
+    for (const n of req.sizes) {
+      outs.push(compressOne(all.subarray(at, at + n), req.level));
+      at += n;
+    }
+    const joined = Buffer.allocUnsafeSlow(outs.reduce((a, o) => a + o.data.length, 0));
+    let off = 0;
+    for (const o of outs) off += o.data.copy(joined, off);
+    return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
+  }
   if (req.op === 'decode-many') {
     const data = Buffer.from(req.data, req.offset, req.length);
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeOne(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
+      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
       if (typeof r === 'string') return { ok: false, error: r };
       // Raw blobs are views into the request buffer: copy so each can be transferred alone.
       return req.keep ? { ok: true, raw: b.codec === 0 ? Buffer.from(r) : r, spans: nonZeroSpans(r) } : { ok: true };
@@ -83,13 +110,10 @@ function handle(req: CodecRequest): CodecReply {
     return { id: req.id, ok: true, data, codec: 0, hash: createHash('sha256').update(data).digest('hex') };
   }
   if (req.op === 'compress') {
-    if (!looksIncompressible(data)) {
-      const z = compressor(req.level).compress(data);
-      if (z.length < data.length * 0.97) return { id: req.id, ok: true, data: z, codec: 1 };
-    }
-    return { id: req.id, ok: true, data, codec: 0 };
+    const o = compressOne(data, req.level);
+    return { id: req.id, ok: true, data: o.data, codec: o.codec };
   }
-  const r = decodeOne(data, req.codec, req.rawLength, req.hash);
+  const r = decodeVerifiedSync(data, req.codec, req.rawLength, req.hash);
   if (typeof r === 'string') return { id: req.id, ok: false, error: r };
   return { id: req.id, ok: true, data: r, codec: 0 };
 }

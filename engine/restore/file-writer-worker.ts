@@ -4,29 +4,18 @@
  * of stored (still compressed) blobs and a list saying where each goes.
  */
 import { parentPort } from 'node:worker_threads';
-import { createHash } from 'node:crypto';
-import { Decompressor } from 'zstd-napi';
 import { constants, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
-import { Codec } from '../repo/codec.js';
+import { decodeVerifiedSync } from '../repo/codec-sync.js';
 import type { WriteBatch, WriteReply } from './file-writer-pool.js';
 
-const decompressor = new Decompressor();
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 class BadBlob extends Error {}
 
-// Mirrors codec-worker's decode: the repository's codecs, then length and SHA-256.
 function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: string): Buffer {
-  let raw: Buffer;
-  try {
-    if (codec === Codec.raw) raw = stored;
-    else if (codec === Codec.zstd) raw = decompressor.decompress(stored);
-    else throw new Error(`unknown codec ${codec}`);
-  } catch (e) {
-    throw new BadBlob(`cannot be decompressed (${(e as Error).message})`);
-  }
-  if (raw.length !== rawLength || createHash('sha256').update(raw).digest('hex') !== hash) throw new BadBlob('does not match its hash');
-  return raw;
+  const r = decodeVerifiedSync(stored, codec, rawLength, hash);
+  if (typeof r === 'string') throw new BadBlob(r);
+  return r;
 }
 
 function handle(req: WriteBatch): WriteReply {

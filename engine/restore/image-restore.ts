@@ -168,29 +168,16 @@ async function fetchAndWrite(repo: Repository, disk: DiskRecord, fh: FileHandle,
     }
     throw e;
   }
-  const results = await codecPool().decodeMany(bytes, run.map((w) => ({
+  const { results, written } = await codecPool().decodeAndWrite(bytes, run.map((w) => ({
     offset: w.loc.offset - start, length: w.loc.length, codec: w.loc.codec, rawLength: w.loc.rawLength, hash: w.hash,
-  })), true);
-  let written = 0;
-  const writes: Promise<unknown>[] = [];
+    at: w.chunks.map((c) => c * disk.chunkBytes),
+  })), fh.fd, disk.sizeBytes);
   for (const [k, w] of run.entries()) {
     const r = results[k];
-    if (!r?.ok || !r.raw || !r.spans) {
+    if (!r?.ok) {
       throw new IntegrityError(`chunk ${w.hash.slice(0, 12)} in pack ${w.loc.pack.slice(0, 12)} ${r?.error ?? 'is missing'} (damaged pack): disk ${disk.name} bytes ${rangeOf(disk, w.chunks[0] ?? 0)} cannot be restored`);
     }
-    const raw = r.raw;
-    for (const c of w.chunks) {
-      const base = c * disk.chunkBytes;
-      // Only the non-zero 4 KiB blocks are written: holes inside a chunk stay holes.
-      for (const [s0, e0] of r.spans) {
-        const e = Math.min(e0, disk.sizeBytes - base);
-        if (e <= s0) continue;
-        writes.push(fh.write(raw, s0, e - s0, base + s0));
-        written += e - s0;
-      }
-    }
   }
-  await Promise.all(writes);
   return written;
 }
 
