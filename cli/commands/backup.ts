@@ -1,6 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { backupImage } from '../../engine/backup/image-backup.js';
-import { backupFolder } from '../../engine/backup/files-backup.js';
 import type { Extent } from '../../engine/hosts/types.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import type { Point } from '../../engine/repo/index.js';
@@ -35,9 +33,11 @@ export const backupCommand: CommandSpec<Opts> = {
     let point: Point;
     try {
       const common = { name, clock: ctx.clock, hostname: ctx.hostname, signal: ctx.signal, onProgress: progress.update };
+      // Loaded on use: each pipeline pulls in its own dependencies (start-up time matters for
+      // short incremental runs).
       point = opts.image
-        ? await backupImage(repo, source, { ...common, changedExtents: extents })
-        : await backupFolder(repo, source, common);
+        ? await (await import('../../engine/backup/image-backup.js')).backupImage(repo, source, { ...common, changedExtents: extents })
+        : await (await import('../../engine/backup/files-backup.js')).backupFolder(repo, source, common);
     } finally {
       progress.done();
       await lock.release();

@@ -1,6 +1,4 @@
 import { resolve } from 'node:path';
-import { restoreImage } from '../../engine/restore/image-restore.js';
-import { restoreFiles } from '../../engine/restore/files-restore.js';
 import { UsageError } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { openRepo, type RepoOptions } from '../repo-option.js';
@@ -32,12 +30,14 @@ export const restoreCommand: CommandSpec<Opts> = {
     const t0 = performance.now();
     try {
       if (point.kind === 'vm') {
+        const { restoreImage } = await import('../../engine/restore/image-restore.js');
         const r = await restoreImage(repo, point, dest, { overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
         progress.done();
         if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, files: r.files, bytesWritten: r.bytesWritten, logicalBytes: r.logicalBytes, durationMs: r.durationMs });
         for (const f of r.files) say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) to ${f}`);
         say(ctx, opts, `  ${bytes(r.logicalBytes)} disk, ${bytes(r.bytesWritten)} written (sparse), ${duration(r.durationMs)} (${rate(r.logicalBytes, r.durationMs)}), every chunk verified`);
       } else {
+        const { restoreFiles } = await import('../../engine/restore/files-restore.js'); // loads archiver, tar-stream
         const r = await restoreFiles(repo, point, dest, { include: opts.include, overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
         progress.done();
         if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, dest: r.dest, files: r.files, dirs: r.dirs, bytes: r.bytes, durationMs: r.durationMs });

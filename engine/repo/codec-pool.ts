@@ -6,6 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
+import { GcPacer } from '../runtime/gc.js';
 
 export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
@@ -49,6 +50,7 @@ export class CodecPool {
   private readonly slots: Slot[] = [];
   private readonly waiting = new Map<number, Pending>();
   private nextId = 1;
+  private readonly pacer = new GcPacer(64 * 1024 * 1024);
 
   constructor(size = availableParallelism()) {
     for (let i = 0; i < Math.max(1, size); i++) {
@@ -149,6 +151,7 @@ export class CodecPool {
     const id = this.nextId++;
     const owned = ownsMemory(data) ? data : copyToOwn(data);
     const ab = owned.buffer;
+    this.pacer.moved(owned.byteLength);
     return new Promise<CodecReply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, slot });
       if (slot.pending++ === 0) slot.worker.ref();

@@ -7,6 +7,7 @@ import { writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Compressor } from 'zstd-napi';
 import { decodeVerifiedSync } from './codec-sync.js';
+import { GcPacer } from '../runtime/gc.js';
 import type { CodecRequest, CodecReply } from './codec-pool.js';
 
 const PROBE_BYTES = 8 * 1024;
@@ -62,7 +63,7 @@ function handle(req: CodecRequest): CodecReply {
     const data = Buffer.from(req.data, req.offset, req.length);
     let written = 0;
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
+      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
       if (typeof r === 'string') return { ok: false, error: r };
       const spans = nonZeroSpans(r);
       for (const base of b.at) {
@@ -92,7 +93,7 @@ function handle(req: CodecRequest): CodecReply {
   if (req.op === 'decode-many') {
     const data = Buffer.from(req.data, req.offset, req.length);
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash) : 'is cut short (truncated pack)';
+      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, !req.keep) : 'is cut short (truncated pack)';
       if (typeof r === 'string') return { ok: false, error: r };
       // Raw blobs are views into the request buffer: copy so each can be transferred alone.
       return req.keep ? { ok: true, raw: b.codec === 0 ? Buffer.from(r) : r, spans: nonZeroSpans(r) } : { ok: true };
@@ -118,7 +119,10 @@ function handle(req: CodecRequest): CodecReply {
   return { id: req.id, ok: true, data: r, codec: 0 };
 }
 
+const pacer = new GcPacer();
+
 parentPort?.on('message', (req: CodecRequest) => {
+  pacer.moved('data' in req ? req.data.byteLength : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));

@@ -8,6 +8,7 @@ import { FORMAT_VERSION, Keys, defaultConfig, type RepoConfig } from './format.j
 import { BlobIndex, decodeIndexFile } from './index-store.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
+import { codecPool } from './codec-pool.js';
 import { acquireLock, type Lock, type LockKind } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
@@ -62,6 +63,8 @@ export class Repository {
     }
     if (typeof config.formatVersion !== 'number') throw new NotARepositoryError(target.location, 'config.json has no formatVersion');
     if (config.formatVersion > FORMAT_VERSION) throw new RepoVersionError(target.location, config.formatVersion, FORMAT_VERSION);
+    // Start the worker threads now: they boot (and load zstd) while the index loads.
+    codecPool();
     const repo = new Repository(target, config, deps);
     await repo.loadIndex();
     return repo;

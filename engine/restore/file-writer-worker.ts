@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { constants, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
 import { decodeVerifiedSync } from '../repo/codec-sync.js';
+import { GcPacer } from '../runtime/gc.js';
 import type { WriteBatch, WriteReply } from './file-writer-pool.js';
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -13,7 +14,7 @@ const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | const
 class BadBlob extends Error {}
 
 function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: string): Buffer {
-  const r = decodeVerifiedSync(stored, codec, rawLength, hash);
+  const r = decodeVerifiedSync(stored, codec, rawLength, hash, true); // written at once, before the next blob
   if (typeof r === 'string') throw new BadBlob(r);
   return r;
 }
@@ -60,4 +61,9 @@ function handle(req: WriteBatch): WriteReply {
   return { id: req.id, ok: true, bytes };
 }
 
-parentPort?.on('message', (req: WriteBatch) => parentPort?.postMessage(handle(req)));
+const pacer = new GcPacer();
+
+parentPort?.on('message', (req: WriteBatch) => {
+  pacer.moved(req.length);
+  parentPort?.postMessage(handle(req));
+});
