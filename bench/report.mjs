@@ -74,4 +74,6 @@ if (failed.length) {
   for (const r of failed) out.push(`- ${r.tool} ${r.step}: ${r.status}`);
   out.push('');
 }
+const notes = new URL('./NOTES.md', import.meta.url);
+if (existsSync(notes)) out.push(readFileSync(notes, 'utf8').trim(), '');
 process.stdout.write(out.join('\n') + '\n');
