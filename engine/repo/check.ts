@@ -128,9 +128,9 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
     }
   }
   const length = bytes.length;
-  const results = await codecPool().decodeMany(bytes, entries.map(([hash, l]) => ({
+  const results = await codecPool().verifyMany(bytes, entries.map(([hash, l]) => ({
     offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash,
-  })), false);
+  })));
   let badBlobs = 0;
   for (const [k, [hash]] of entries.entries()) {
     if (results[k]?.ok) continue;

@@ -14,7 +14,7 @@ export type CodecRequest =
   | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string }
   | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] }
   | { id: number; op: 'compress-many'; data: ArrayBufferLike; offset: number; length: number; sizes: number[]; level: number }
-  | { id: number; op: 'decode-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[]; keep: boolean }
+  | { id: number; op: 'verify-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[] }
   | { id: number; op: 'decode-write'; data: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number };
 
 /** A blob inside a buffer of stored bytes (offset relative to that buffer). */
@@ -26,17 +26,14 @@ export interface StoredRef {
   hash: string;
 }
 
-/** Per blob of a decode-many: the raw bytes (when kept) and its non-zero 4 KiB-aligned spans. */
+/** Verdict on one blob of a batch: ok, or the reason it is damaged. */
 export interface DecodedBlob {
   ok: boolean;
   error?: string;
-  raw?: Buffer;
-  /** [start, end) byte spans of `raw` that are not all-zero 4 KiB blocks; a sparse writer skips the rest. */
-  spans?: [number, number][];
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string; raw?: Uint8Array; spans?: [number, number][] }[] }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[] }
   | { id: number; ok: false; error: string };
 
 interface Slot {
@@ -89,13 +86,13 @@ export class CodecPool {
   }
 
   /**
-   * Decode and verify many blobs that sit in one buffer (a pack range), in one worker round
-   * trip. Takes ownership of `stored`. With keep=false only the verdicts come back (check).
+   * Verify many blobs that sit in one buffer (a pack) in one worker round trip: decompress and
+   * re-hash each, keep nothing. Takes ownership of `stored`. One verdict per blob, in order.
    */
-  async decodeMany(stored: Buffer, blobs: StoredRef[], keep: boolean): Promise<DecodedBlob[]> {
-    const r = await this.send({ op: 'decode-many', blobs, keep }, stored);
+  async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<DecodedBlob[]> {
+    const r = await this.send({ op: 'verify-many', blobs }, stored);
     if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
-    return r.results.map((x) => ({ ok: x.ok, error: x.error, spans: x.spans, raw: x.raw ? toBuffer(x.raw) : undefined }));
+    return r.results.map((x) => ({ ok: x.ok, error: x.error }));
   }
 
   /**

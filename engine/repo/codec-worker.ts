@@ -90,13 +90,11 @@ function handle(req: CodecRequest): CodecReply {
     for (const o of outs) off += o.data.copy(joined, off);
     return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
   }
-  if (req.op === 'decode-many') {
+  if (req.op === 'verify-many') {
     const data = Buffer.from(req.data, req.offset, req.length);
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, !req.keep) : 'is cut short (truncated pack)';
-      if (typeof r === 'string') return { ok: false, error: r };
-      // Raw blobs are views into the request buffer: copy so each can be transferred alone.
-      return req.keep ? { ok: true, raw: b.codec === 0 ? Buffer.from(r) : r, spans: nonZeroSpans(r) } : { ok: true };
+      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
+      return typeof r === 'string' ? { ok: false, error: r } : { ok: true };
     });
     return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results };
   }
@@ -126,9 +124,6 @@ parentPort?.on('message', (req: CodecRequest) => {
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));
-  } else if (reply.ok && reply.results) {
-    const own = reply.results.flatMap((r) => (r.raw && r.raw.byteOffset === 0 && r.raw.byteLength === r.raw.buffer.byteLength ? [r.raw.buffer as ArrayBuffer] : []));
-    parentPort?.postMessage(reply, [...new Set(own)]);
   } else if (reply.ok) {
     const b = reply.data;
     // Transfer when the buffer owns its memory (always for what we were sent); else it is copied.

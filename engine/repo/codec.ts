@@ -11,11 +11,6 @@ export const HASH_BYTES = 32;
 export const Codec = { raw: 0, zstd: 1 } as const;
 export type CodecId = (typeof Codec)[keyof typeof Codec];
 
-/** SHA-256 on the worker pool; `data` is copied and stays the caller's. */
-export async function hashAsync(data: Uint8Array): Promise<Buffer> {
-  return Buffer.from((await codecPool().hash(Buffer.from(data))).hash, 'hex');
-}
-
 /** SHA-256 on the worker pool. Takes the buffer and gives it back: use the returned `data`. */
 export function hashOwned(data: Buffer): Promise<{ hash: string; data: Buffer }> {
   return codecPool().hash(data);

@@ -15,6 +15,6 @@ export { BlobIndex, type BlobLocation } from './index-store.js';
 export { FORMAT_VERSION, LIST_ENTRIES_PER_BLOB, Keys, type RepoConfig } from './format.js';
 export { type Point, type PointManifest, type DiskRecord, type ItemError, type PointKind, isPartial } from './point.js';
 export { type Lock, type LockKind } from './locks.js';
-export { HASH_BYTES, hashAsync, hashOwned, hashHex } from './codec.js';
+export { HASH_BYTES, hashOwned, hashHex } from './codec.js';
 export { readPackHeader } from './pack.js';
 export { shutdownCodecPool } from './codec-pool.js';
