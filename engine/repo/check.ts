@@ -8,7 +8,6 @@ import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import type { BlobLocation } from './index-store.js';
 import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
-import { hashHex } from './codec.js';
 import { readPackHeader } from './pack.js';
 import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
@@ -119,18 +118,18 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
     for (const [h] of entries) bad.add(h);
     return 0;
   }
-  let packOk = hashHex(bytes) === pack;
-  if (packOk) {
-    try {
-      readPackHeader(bytes);
-    } catch {
-      packOk = false;
-    }
+  // The header is parsed here, before the buffer goes to a worker that hashes the whole pack.
+  let headerOk = true;
+  try {
+    readPackHeader(bytes);
+  } catch {
+    headerOk = false;
   }
   const length = bytes.length;
-  const results = await codecPool().verifyMany(bytes, entries.map(([hash, l]) => ({
+  const { results, wholeHash } = await codecPool().verifyMany(bytes, entries.map(([hash, l]) => ({
     offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash,
   })));
+  const packOk = headerOk && wholeHash === pack;
   let badBlobs = 0;
   for (const [k, [hash]] of entries.entries()) {
     if (results[k]?.ok) continue;

@@ -87,12 +87,13 @@ export class CodecPool {
 
   /**
    * Verify many blobs that sit in one buffer (a pack) in one worker round trip: decompress and
-   * re-hash each, keep nothing. Takes ownership of `stored`. One verdict per blob, in order.
+   * re-hash each, keep nothing; also the SHA-256 of the whole buffer (the pack id). Takes
+   * ownership of `stored`. One verdict per blob, in order.
    */
-  async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<DecodedBlob[]> {
+  async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; wholeHash: string }> {
     const r = await this.send({ op: 'verify-many', blobs }, stored);
-    if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
-    return r.results.map((x) => ({ ok: x.ok, error: x.error }));
+    if (!r.ok || !r.results || !r.hash) throw new Error(r.ok ? 'no results' : r.error);
+    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), wholeHash: r.hash };
   }
 
   /**

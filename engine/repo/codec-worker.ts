@@ -96,7 +96,8 @@ function handle(req: CodecRequest): CodecReply {
       const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
       return typeof r === 'string' ? { ok: false, error: r } : { ok: true };
     });
-    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results };
+    const hash = createHash('sha256').update(data).digest('hex');
+    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash };
   }
   if (req.op === 'hash-parts') {
     const h = createHash('sha256');

@@ -95,6 +95,9 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
       }
       const firstChunk = seg * LIST_ENTRIES_PER_BLOB;
       const runs = planRuns(repo, entries, firstChunk);
+      // Holes and zero chunks are "restored" by the truncate above: count them as done now.
+      const dataChunks = runs.reduce((a, run) => a + run.reduce((b, w) => b + w.chunks.length, 0), 0);
+      done += (entries.length / HASH_BYTES - dataChunks) * disk.chunkBytes;
       const jobs = runs.map((run) => async () => {
         if (opts.signal?.aborted) throw new InterruptedError();
         const n = await fetchAndWrite(repo, disk, fh, run);
