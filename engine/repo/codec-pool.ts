@@ -4,9 +4,9 @@
  * per process, created on first use; workers are unref'd while idle so they never keep the
  * process alive. Buffers that own their memory are transferred, not copied.
  */
-import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { GcPacer } from '../runtime/gc.js';
+import { WorkerPool } from '../runtime/worker-pool.js';
 
 export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
@@ -36,28 +36,12 @@ export type CodecReply =
   | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[] }
   | { id: number; ok: false; error: string };
 
-interface Slot {
-  worker: Worker;
-  pending: number;
-}
-
-type Pending = { resolve: (r: CodecReply) => void; reject: (e: Error) => void; slot: Slot };
-
 export class CodecPool {
-  private readonly slots: Slot[] = [];
-  private readonly waiting = new Map<number, Pending>();
-  private nextId = 1;
+  private readonly pool: WorkerPool<CodecReply>;
   private readonly pacer = new GcPacer(64 * 1024 * 1024);
 
   constructor(size = availableParallelism()) {
-    for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = new Worker(new URL('./codec-worker.js', import.meta.url));
-      const slot: Slot = { worker, pending: 0 };
-      worker.unref();
-      worker.on('message', (reply: CodecReply) => this.settle(reply));
-      worker.on('error', (e) => this.failAll(slot, e));
-      this.slots.push(slot);
-    }
+    this.pool = new WorkerPool<CodecReply>(new URL('./codec-worker.js', import.meta.url), size);
   }
 
   /**
@@ -73,14 +57,8 @@ export class CodecPool {
   /** SHA-256 of the concatenation of `parts`, without concatenating them. The parts come back in `parts`. */
   async hashParts(parts: Buffer[]): Promise<{ hash: string; parts: Buffer[] }> {
     const owned = parts.map((p) => (ownsMemory(p) ? p : copyToOwn(p)));
-    const slot = this.pick();
-    const id = this.nextId++;
-    const bufs = owned.map((p) => p.buffer as ArrayBuffer);
-    const r = await new Promise<CodecReply>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, slot });
-      if (slot.pending++ === 0) slot.worker.ref();
-      slot.worker.postMessage({ id, op: 'hash-parts', parts: owned.map((p) => ({ data: p.buffer, offset: p.byteOffset, length: p.byteLength })) }, bufs);
-    });
+    const r = await this.pool.request({ op: 'hash-parts', parts: owned.map((p) => ({ data: p.buffer, offset: p.byteOffset, length: p.byteLength })) },
+      owned.map((p) => p.buffer as ArrayBuffer));
     if (!r.ok || !r.hash || !r.parts) throw new Error(r.ok ? 'no hash' : r.error);
     return { hash: r.hash, parts: r.parts.map(toBuffer) };
   }
@@ -140,43 +118,14 @@ export class CodecPool {
     return toBuffer(r.data);
   }
 
-  async terminate(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  terminate(): Promise<void> {
+    return this.pool.terminate();
   }
 
   private send(req: Record<string, unknown>, data: Buffer): Promise<CodecReply> {
-    const slot = this.pick();
-    const id = this.nextId++;
     const owned = ownsMemory(data) ? data : copyToOwn(data);
-    const ab = owned.buffer;
     this.pacer.moved(owned.byteLength);
-    return new Promise<CodecReply>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, slot });
-      if (slot.pending++ === 0) slot.worker.ref();
-      slot.worker.postMessage({ ...req, id, data: ab, offset: owned.byteOffset, length: owned.byteLength }, [ab as ArrayBuffer]);
-    });
-  }
-
-  private pick(): Slot {
-    return this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
-  }
-
-  private settle(reply: CodecReply): void {
-    const p = this.waiting.get(reply.id);
-    if (!p) return;
-    this.waiting.delete(reply.id);
-    if (--p.slot.pending === 0) p.slot.worker.unref();
-    p.resolve(reply);
-  }
-
-  private failAll(slot: Slot, e: Error): void {
-    for (const [id, p] of this.waiting) {
-      if (p.slot !== slot) continue;
-      this.waiting.delete(id);
-      p.reject(e);
-    }
-    slot.pending = 0;
-    slot.worker.unref();
+    return this.pool.request({ ...req, data: owned.buffer, offset: owned.byteOffset, length: owned.byteLength }, [owned.buffer as ArrayBuffer]);
   }
 }
 

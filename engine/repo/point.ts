@@ -56,7 +56,3 @@ export interface PointManifest {
 export interface Point extends PointManifest {
   id: string;
 }
-
-export function isPartial(p: PointManifest): boolean {
-  return p.errors.length > 0;
-}

@@ -8,7 +8,6 @@ import { FORMAT_VERSION, Keys, defaultConfig, type RepoConfig } from './format.j
 import { BlobIndex, decodeIndexFile } from './index-store.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
-import { codecPool } from './codec-pool.js';
 import { acquireLock, type Lock, type LockKind } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
@@ -20,6 +19,8 @@ export interface RepoDeps {
 
 export class Repository {
   readonly index = new BlobIndex();
+  /** Index files whose content does not match their name or cannot be parsed (check reports them). */
+  readonly damagedIndexFiles: string[] = [];
 
   private constructor(
     readonly target: TargetDriver,
@@ -63,8 +64,6 @@ export class Repository {
     }
     if (typeof config.formatVersion !== 'number') throw new NotARepositoryError(target.location, 'config.json has no formatVersion');
     if (config.formatVersion > FORMAT_VERSION) throw new RepoVersionError(target.location, config.formatVersion, FORMAT_VERSION);
-    // Start the worker threads now: they boot (and load zstd) while the index loads.
-    codecPool();
     const repo = new Repository(target, config, deps);
     await repo.loadIndex();
     return repo;
@@ -89,7 +88,6 @@ export class Repository {
     }
   }
 
-  readonly damagedIndexFiles: string[] = [];
 
   lock(kind: LockKind, command: string): Promise<Lock> {
     return acquireLock(this.target, kind, command, this.deps.clock);
@@ -120,10 +118,6 @@ export class Repository {
     } catch (e) {
       throw new IntegrityError(`blob ${hash.slice(0, 12)} in pack ${pack.slice(0, 12)} ${(e as Error).message} (damaged pack)`, { cause: e });
     }
-  }
-
-  async readJsonBlob<T>(hash: string): Promise<T> {
-    return JSON.parse((await this.readBlob(hash)).toString('utf8')) as T;
   }
 
   /** Write the point manifest: the commit of a backup. Must come after BlobWriter.finish(). */

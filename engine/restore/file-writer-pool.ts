@@ -7,7 +7,8 @@
  * workers create files in parallel. Measured restoring the 30k-file / 1.1 GB bench tree on
  * 2 vCPUs: ~9.5 s with FileHandle calls from the main thread, ~5–6 s with these writers.
  */
-import { Worker } from 'node:worker_threads';
+import { WorkerPool } from '../runtime/worker-pool.js';
+import { ownsMemory } from '../repo/codec-pool.js';
 import { availableParallelism } from 'node:os';
 import { IntegrityError } from '../errors.js';
 
@@ -45,63 +46,30 @@ export type WriteReply =
   | { id: number; ok: false; kind: 'integrity'; hash: string; message: string }
   | { id: number; ok: false; kind: 'fs'; path: string; message: string; code?: string };
 
-interface Slot {
-  worker: Worker;
-  pending: number;
-}
-
 export class WholeFileWriters {
-  private readonly slots: Slot[] = [];
-  private readonly waiting = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void; slot: Slot }>();
-  private nextId = 1;
+  private readonly pool: WorkerPool<WriteReply>;
 
   constructor(private readonly pack: (blobHash: string) => string, size = Math.min(availableParallelism(), 4)) {
-    for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = new Worker(new URL('./file-writer-worker.js', import.meta.url));
-      const slot = { worker, pending: 0 };
-      worker.on('message', (r: WriteReply) => this.settle(r));
-      worker.on('error', (e) => this.failAll(slot, e));
-      this.slots.push(slot);
-    }
+    this.pool = new WorkerPool<WriteReply>(new URL('./file-writer-worker.js', import.meta.url), size);
   }
 
   /** Write every file of `blobs` (stored bytes in `data`, which is handed over). Resolves to bytes written. */
-  write(data: Buffer, blobs: BatchBlob[]): Promise<number> {
-    const slot = this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
-    const id = this.nextId++;
-    // Transfer when `data` is all of its ArrayBuffer; otherwise (a slice of Node's pool) copy it.
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
-    return new Promise<number>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, slot });
-      slot.pending++;
-      const req: WriteBatch = { id, data: data.buffer as ArrayBuffer, base: data.byteOffset, length: data.byteLength, blobs };
-      slot.worker.postMessage(req, own ? [data.buffer as ArrayBuffer] : []);
-    });
+  async write(data: Buffer, blobs: BatchBlob[]): Promise<number> {
+    // Transfer when `data` is all of its ArrayBuffer; otherwise (a slice of Node's pool) it is copied.
+    const own = ownsMemory(data);
+    const req: Omit<WriteBatch, 'id'> = { data: data.buffer as ArrayBuffer, base: data.byteOffset, length: data.byteLength, blobs };
+    return this.settle(await this.pool.request(req, own ? [data.buffer as ArrayBuffer] : []));
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  close(): Promise<void> {
+    return this.pool.terminate();
   }
 
-  private settle(r: WriteReply): void {
-    const p = this.waiting.get(r.id);
-    if (!p) return;
-    this.waiting.delete(r.id);
-    p.slot.pending--;
-    if (r.ok) p.resolve(r.bytes);
-    else if (r.kind === 'integrity') {
-      p.reject(new IntegrityError(`blob ${r.hash.slice(0, 12)} in pack ${this.pack(r.hash).slice(0, 12)} ${r.message} (damaged pack)`));
-    } else {
-      p.reject(Object.assign(new Error(`${r.message}`), { code: r.code, path: r.path }));
+  private settle(r: WriteReply): number {
+    if (r.ok) return r.bytes;
+    if (r.kind === 'integrity') {
+      throw new IntegrityError(`blob ${r.hash.slice(0, 12)} in pack ${this.pack(r.hash).slice(0, 12)} ${r.message} (damaged pack)`);
     }
-  }
-
-  private failAll(slot: Slot, e: Error): void {
-    for (const [id, p] of this.waiting) {
-      if (p.slot !== slot) continue;
-      this.waiting.delete(id);
-      p.reject(e);
-    }
-    slot.pending = 0;
+    throw Object.assign(new Error(`${r.message}`), { code: r.code, path: r.path });
   }
 }

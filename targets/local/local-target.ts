@@ -2,12 +2,13 @@
  * A repository in a folder on a mounted filesystem (local disk, or an iSCSI LUN that is
  * already mounted). Objects are files; writes go through <root>/tmp and are renamed into place.
  */
-import { promises as fsp, constants } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type BlobInfo, type ByteRange, type TargetDriver, type TargetFactory } from '../types.js';
 import { TargetFullError, TargetIoError, errnoCode } from '../../engine/errors.js';
+import { fsyncDir } from '../../engine/runtime/fs.js';
 
 export interface LocalTargetConfig {
   path: string;
@@ -52,7 +53,7 @@ export class LocalTarget implements TargetDriver {
       } else {
         await fsp.rename(tmp, dest);
       }
-      await syncDir(dirname(dest));
+      await fsyncDir(dirname(dest));
     } catch (e) {
       // A full filesystem does not always say ENOSPC (a recursive mkdir can report ENOENT):
       // when the volume has no room left (measured before our temp file is freed), say so.
@@ -105,7 +106,7 @@ export class LocalTarget implements TargetDriver {
     }
     for (const ent of entries) {
       const key = dirKey ? `${dirKey}/${ent.name}` : ent.name;
-      if (ent.name.startsWith('.tmp-') || key === 'tmp') continue;
+      if (key === 'tmp') continue; // temp files of writes in progress
       if (ent.isDirectory()) {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
       } else if (ent.isFile() && key.startsWith(prefix)) {
@@ -165,14 +166,5 @@ async function writeAll(h: FileHandle, parts: readonly Uint8Array[]): Promise<vo
     const total = batch.reduce((a, b) => a + b.byteLength, 0);
     const { bytesWritten } = await h.writev(batch as Uint8Array[]);
     if (bytesWritten < total) await h.writeFile(Buffer.concat(batch).subarray(bytesWritten));
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
   }
 }
