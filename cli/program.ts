@@ -8,6 +8,13 @@ import type { CliContext } from './context.js';
 import type { CommandSpec } from './command.js';
 import { commands } from './commands/index.js';
 
+/** Descriptions of the group commands (`drctl policy …`). */
+const GROUPS: Record<string, string> = {
+  policy: 'check and explain policy files',
+  retention: 'try retention rules without a repository',
+  catalog: 'the catalog of jobs and recovery points (a cache of the repositories)',
+};
+
 export async function main(argv: string[], ctx: CliContext): Promise<number> {
   const program = new Command('drctl')
     .description('backup and disaster recovery for VMs and files')
@@ -17,9 +24,23 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
     .showHelpAfterError('(run with --help for usage)');
   let code: number = ExitCode.ok;
   let json = false;
+  const groups = new Map<string, Command>();
   for (const spec of commands as CommandSpec<Record<string, unknown>>[]) {
-    const cmd = program.command(spec.args ? `${spec.name} ${spec.args}` : spec.name).description(spec.summary);
+    // "policy validate" is the sub-command validate of a group command policy.
+    const words = spec.name.split(' ');
+    let parent = program;
+    for (const w of words.slice(0, -1)) {
+      let g = groups.get(w);
+      if (!g) {
+        g = parent.command(w).description(GROUPS[w] ?? '').exitOverride();
+        groups.set(w, g);
+      }
+      parent = g;
+    }
+    const leaf = words.at(-1) as string;
+    const cmd = parent.command(spec.args ? `${leaf} ${spec.args}` : leaf).description(spec.summary);
     cmd.option('--repo <dir>', 'repository folder (default: $DRCTL_REPO)');
+    cmd.option('--config <dir>', 'config folder with policies/, targets/, hosts/ (default: $DRCTL_CONFIG or ./drctl-data/config)');
     for (const o of spec.options) {
       if (o.repeatable) cmd.addOption(new Option(o.flags, o.description).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]));
       else cmd.option(o.flags, o.description);
