@@ -3,7 +3,7 @@ import type { Extent } from '../../engine/hosts/types.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import type { Point } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -28,7 +28,7 @@ export const backupCommand: CommandSpec<Opts> = {
     const repo = await openRepo(ctx, opts);
     const source = resolve((opts.image ?? opts.files) as string);
     const name = opts.name ?? basename(source);
-    const lock = await repo.lock('shared', `drctl backup ${name}`);
+    const lock = await repo.lock('shared', `drctl backup ${name}`, cliLockWait(ctx, opts));
     const progress = progressLine(ctx, opts);
     let point: Point;
     try {

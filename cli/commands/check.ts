@@ -2,7 +2,7 @@ import { checkRepository } from '../../engine/repo/check.js';
 import { walkFilesForCheck } from '../../engine/restore/files-check.js';
 import { ExitCode } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -16,7 +16,7 @@ export const checkCommand: CommandSpec<Opts> = {
   exitCodes: '0 no problems · 1 problems found (listed, with the affected points) · 2 no repository',
   async run(ctx: CliContext, opts: Opts) {
     const repo = await openRepo(ctx, opts);
-    const lock = await repo.lock('shared', 'drctl check');
+    const lock = await repo.lock('shared', 'drctl check', cliLockWait(ctx, opts));
     const progress = progressLine(ctx, opts);
     const t0 = performance.now();
     let report;

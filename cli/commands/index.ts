@@ -3,6 +3,8 @@ import { backupCommand } from './backup.js';
 import { pointsCommand } from './points.js';
 import { restoreCommand } from './restore.js';
 import { checkCommand } from './check.js';
+import { forgetCommand } from './forget.js';
+import { pruneCommand } from './prune.js';
 
 /** Every command, in the order `drctl --help` lists them. */
-export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand];
+export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand, forgetCommand, pruneCommand];

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -25,7 +25,7 @@ export const restoreCommand: CommandSpec<Opts> = {
     const point = await repo.resolvePoint(args[0] as string, opts.name);
     const dest = resolve(opts.to) + (opts.to.endsWith('/') ? '/' : '');
     if (point.kind === 'vm' && opts.include?.length) throw new UsageError('--include applies to file-level points', 'restore the whole disk, then mount it to pick files');
-    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`);
+    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
     const progress = progressLine(ctx, opts);
     const t0 = performance.now();
     try {

@@ -30,6 +30,8 @@ import { ItemSkipped, Slots, SmallReadPolicy, describeFsError, readWhole, readWh
 export interface BackupFolderOptions {
   /** Name of the protected object; points of one name form its generations. */
   name: string;
+  /** Policy that runs this backup (recorded on the point). */
+  policy?: string;
   /** Point to compare with for unchanged files; default: the newest 'files' point of `name` from the same folder. */
   parent?: Point;
   clock: Clock;
@@ -63,6 +65,7 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
   return repo.commitPoint({
     formatVersion: 1,
     name: opts.name,
+    ...(opts.policy ? { policy: opts.policy } : {}),
     kind: 'files',
     time: started.toISOString(),
     hostname: opts.hostname ?? osHostname(),

@@ -155,6 +155,8 @@ export function findParentDisk(points: Point[], name: string, diskName: string):
 
 export interface ImageBackupOptions {
   name: string;
+  /** Policy that runs this backup (recorded on the point). */
+  policy?: string;
   clock: Clock;
   hostname: string;
   /** Changed guest ranges since the newest point of `name` (what RCT / dirty bitmaps give). */
@@ -183,6 +185,7 @@ export async function backupImage(repo: Repository, path: string, opts: ImageBac
     return await repo.commitPoint({
       formatVersion: 1,
       name: opts.name,
+      ...(opts.policy ? { policy: opts.policy } : {}),
       kind: 'vm',
       time: started.toISOString(),
       hostname: opts.hostname,

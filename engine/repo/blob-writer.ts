@@ -71,6 +71,22 @@ export class BlobWriter {
     return p;
   }
 
+  /**
+   * Append a blob exactly as it is stored elsewhere (already compressed and verified): prune
+   * copies the live blobs of a mostly-unused pack this way. No dedup: the blob is indexed, in
+   * the pack that is about to go.
+   */
+  async copyStored(hash: string, data: Buffer, rawLength: number, codec: number): Promise<void> {
+    this.throwIfFailed();
+    this.entries.push([hash, this.packBytes, data.length, rawLength, codec]);
+    this.parts.push(data);
+    this.packBytes += data.length;
+    this.stats.blobsNew++;
+    this.stats.rawBytesNew += rawLength;
+    this.stats.storedBytesNew += data.length;
+    if (this.packBytes >= this.config.packTargetBytes) await this.sealCurrent();
+  }
+
   private async store(hash: string, raw: Buffer): Promise<void> {
     const rawLength = raw.length;
     const { data, codec } = rawLength < SMALL_BLOB_BYTES ? await this.encodeBatched(raw) : await encode(raw, this.config.compression.level);

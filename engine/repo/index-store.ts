@@ -26,6 +26,8 @@ interface Slot {
   l: number;
   r: number;
   c: number;
+  /** Mark bit of prune's mark phase. */
+  u: 0 | 1;
 }
 
 export class BlobIndex {
@@ -57,8 +59,26 @@ export class BlobIndex {
       this.packNo.set(packId, p);
     }
     for (const [hash, o, l, r, c] of blobs) {
-      if (!this.blobs.has(hash)) this.blobs.set(hash, { p, o, l, r, c });
+      if (!this.blobs.has(hash)) this.blobs.set(hash, { p, o, l, r, c, u: 0 });
     }
+  }
+
+  /** Mark a blob as referenced. True when it was indexed and not marked before. */
+  mark(hash: string): boolean {
+    const s = this.blobs.get(hash);
+    if (!s || s.u) return false;
+    s.u = 1;
+    return true;
+  }
+
+  isMarked(hash: string): boolean {
+    return this.blobs.get(hash)?.u === 1;
+  }
+
+  /** The pack that answers for `hash` (one blob can sit in several packs; the first indexed wins). */
+  packOf(hash: string): string | undefined {
+    const s = this.blobs.get(hash);
+    return s ? this.packIds[s.p] : undefined;
   }
 
   packs(): string[] {

@@ -12,7 +12,12 @@ import { RepositoryLockedError } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
 import type { TargetDriver } from '../../targets/types.js';
 
-export type LockKind = 'shared' | 'exclusive';
+/**
+ * shared: backup, restore, check, forget — any number at once.
+ * prune: the long mark and repack phase of prune — one at a time, alongside shared holders.
+ * exclusive: prune's short final sweep — alone.
+ */
+export type LockKind = 'shared' | 'prune' | 'exclusive';
 
 export interface LockRecord {
   kind: LockKind;
@@ -25,29 +30,72 @@ export interface LockRecord {
 
 export const HEARTBEAT_MS = 30_000;
 export const STALE_AFTER_MS = 5 * 60_000;
+const POLL_MS = [100, 250, 500, 1000, 2000];
 
 export interface Lock {
   readonly id: string;
   release(): Promise<void>;
 }
 
-export async function acquireLock(target: TargetDriver, kind: LockKind, command: string, clock: Clock): Promise<Lock> {
+export interface LockWait {
+  /** How long to wait for conflicting holders to go away; 0 fails at once. */
+  waitMs?: number;
+  /** Called once when the lock has to wait, with who holds it. */
+  onWait?: (holder: string) => void;
+  /** Lock ids of this process that never conflict (prune upgrading its own lock). */
+  ignore?: string[];
+  signal?: AbortSignal;
+}
+
+function conflicts(mine: LockKind, theirs: LockKind): boolean {
+  if (mine === 'exclusive' || theirs === 'exclusive') return true;
+  return mine === 'prune' && theirs === 'prune';
+}
+
+/**
+ * Take a lock. The lock file is written first, then the others are read, so two racing
+ * processes always see each other. While a waiting exclusive lock keeps its file, new shared
+ * holders see it and queue behind it: prune's final step is not starved by a stream of
+ * backups, and backups wait at most that short step.
+ */
+export async function acquireLock(target: TargetDriver, kind: LockKind, command: string, clock: Clock, wait: LockWait = {}): Promise<Lock> {
   const id = randomBytes(16).toString('hex');
   const host = hostname();
   const startedAt = clock.now().toISOString();
   const record = (): LockRecord => ({ kind, host, pid: process.pid, command, startedAt, heartbeatAt: clock.now().toISOString() });
-  await target.put(Keys.lock(id), Buffer.from(JSON.stringify(record())), { replace: true });
+  const write = () => target.put(Keys.lock(id), Buffer.from(JSON.stringify(record())), { replace: true });
+  const deadline = Date.now() + (wait.waitMs ?? 0);
+  const ignore = new Set([id, ...(wait.ignore ?? [])]);
+  let timer: NodeJS.Timeout | undefined;
+  let waited = false;
+  let present = false;
   try {
-    const blocker = await findConflict(target, id, kind, clock);
-    if (blocker) throw new RepositoryLockedError(target.location, describe(blocker));
+    for (let attempt = 0; ; attempt++) {
+      if (!present) {
+        await write();
+        present = true;
+        timer ??= setInterval(() => void write().catch(() => undefined), HEARTBEAT_MS);
+        timer.unref();
+      }
+      const blocker = await findConflict(target, ignore, kind, clock);
+      if (!blocker) break;
+      // Only an exclusive lock holds its place while it waits, and only against shared and
+      // prune holders (which finish); between two exclusives the younger one steps back.
+      const keepPlace = kind === 'exclusive' && (blocker.kind !== 'exclusive' || older(startedAt, id, blocker));
+      if (!keepPlace) {
+        await target.remove(Keys.lock(id)).catch(() => undefined);
+        present = false;
+      }
+      if (Date.now() >= deadline || wait.signal?.aborted) throw new RepositoryLockedError(target.location, describe(blocker));
+      if (!waited) wait.onWait?.(describe(blocker));
+      waited = true;
+      await sleep(Math.min(POLL_MS[Math.min(attempt, POLL_MS.length - 1)] as number, Math.max(0, deadline - Date.now())), wait.signal);
+    }
   } catch (e) {
+    clearInterval(timer);
     await target.remove(Keys.lock(id)).catch(() => undefined);
     throw e;
   }
-  const timer = setInterval(() => {
-    target.put(Keys.lock(id), Buffer.from(JSON.stringify(record())), { replace: true }).catch(() => undefined);
-  }, HEARTBEAT_MS);
-  timer.unref();
   return {
     id,
     release: async () => {
@@ -57,10 +105,24 @@ export async function acquireLock(target: TargetDriver, kind: LockKind, command:
   };
 }
 
-async function findConflict(target: TargetDriver, ownId: string, kind: LockKind, clock: Clock): Promise<LockRecord | undefined> {
+function older(startedAt: string, id: string, other: LockRecord & { id?: string }): boolean {
+  return startedAt < other.startedAt || (startedAt === other.startedAt && id < (other.id ?? ''));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+async function findConflict(target: TargetDriver, ignore: Set<string>, kind: LockKind, clock: Clock): Promise<(LockRecord & { id: string }) | undefined> {
   for await (const info of target.list('locks/')) {
     const otherId = info.key.slice('locks/'.length).replace(/\.json$/, '');
-    if (otherId === ownId) continue;
+    if (ignore.has(otherId)) continue;
     let rec: LockRecord;
     try {
       rec = JSON.parse((await target.get(info.key)).toString('utf8')) as LockRecord;
@@ -71,7 +133,7 @@ async function findConflict(target: TargetDriver, ownId: string, kind: LockKind,
       await target.remove(info.key).catch(() => undefined);
       continue;
     }
-    if (kind === 'exclusive' || rec.kind === 'exclusive') return rec;
+    if (conflicts(kind, rec.kind)) return { ...rec, id: otherId };
   }
   return undefined;
 }

@@ -36,6 +36,8 @@ export interface PointStats {
 export interface PointManifest {
   formatVersion: 1;
   name: string;
+  /** The policy whose run made this point; retention applies per policy and name. */
+  policy?: string;
   kind: PointKind;
   time: string;
   hostname: string;

@@ -8,7 +8,7 @@ import { FORMAT_VERSION, Keys, defaultConfig, type RepoConfig } from './format.j
 import { BlobIndex, decodeIndexFile } from './index-store.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
-import { acquireLock, type Lock, type LockKind } from './locks.js';
+import { acquireLock, type Lock, type LockKind, type LockWait } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
 import { IntegrityError, NotARepositoryError, PointNotFoundError, RepoNotFoundError, RepoVersionError, UsageError } from '../errors.js';
@@ -89,8 +89,8 @@ export class Repository {
   }
 
 
-  lock(kind: LockKind, command: string): Promise<Lock> {
-    return acquireLock(this.target, kind, command, this.deps.clock);
+  lock(kind: LockKind, command: string, wait?: LockWait): Promise<Lock> {
+    return acquireLock(this.target, kind, command, this.deps.clock, wait);
   }
 
   newWriter(): BlobWriter {
@@ -126,6 +126,11 @@ export class Repository {
     const id = hashHex(bytes);
     await this.target.put(Keys.point(id), bytes);
     return { id, ...manifest };
+  }
+
+  /** Forget a point: remove its manifest. Its data stays until prune finds it unreferenced. */
+  async removePoint(id: string): Promise<void> {
+    await this.target.remove(Keys.point(id));
   }
 
   /** Every point, oldest first. Points whose file does not match its hash are reported, not returned. */

@@ -1,0 +1,62 @@
+/**
+ * Forget: apply retention to the points of a repository. Retention is per group — one policy
+ * and one protected object (point name) — and decided by a pure function from policies/
+ * (passed in, so the engine does not depend on the policy module). Forgetting removes point
+ * manifests only; the data goes at the next prune.
+ */
+import type { Repository } from '../repo/repository.js';
+import type { Point } from '../repo/point.js';
+import type { LockWait } from '../repo/locks.js';
+
+export interface RetentionDecision {
+  keep: { point: Point; reasons: string[] }[];
+  remove: Point[];
+}
+export type RetentionFn = (points: Point[]) => RetentionDecision;
+
+export interface ForgetGroup {
+  policy?: string;
+  name: string;
+  keep: { id: string; time: string; reasons: string[] }[];
+  remove: { id: string; time: string }[];
+}
+
+export interface ForgetOptions {
+  /** Which points retention looks at (e.g. one policy, one name). */
+  filter: (p: Point) => boolean;
+  retention: RetentionFn;
+  dryRun?: boolean;
+  lockWait?: LockWait;
+}
+
+export function groupOf(p: Point): string {
+  return `${p.policy ?? ''}\u0000${p.name}`;
+}
+
+export async function forgetPoints(repo: Repository, opts: ForgetOptions): Promise<ForgetGroup[]> {
+  const lock = await repo.lock('shared', 'drctl forget', opts.lockWait);
+  try {
+    const { points } = await repo.listPoints();
+    const groups = new Map<string, Point[]>();
+    for (const p of points.filter(opts.filter)) {
+      const g = groups.get(groupOf(p));
+      if (g) g.push(p);
+      else groups.set(groupOf(p), [p]);
+    }
+    const out: ForgetGroup[] = [];
+    for (const members of groups.values()) {
+      const first = members[0] as Point;
+      const d = opts.retention(members);
+      out.push({
+        ...(first.policy ? { policy: first.policy } : {}),
+        name: first.name,
+        keep: d.keep.map((k) => ({ id: k.point.id, time: k.point.time, reasons: k.reasons })),
+        remove: d.remove.map((p) => ({ id: p.id, time: p.time })),
+      });
+      if (!opts.dryRun) for (const p of d.remove) await repo.removePoint(p.id);
+    }
+    return out;
+  } finally {
+    await lock.release();
+  }
+}

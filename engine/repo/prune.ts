@@ -1,0 +1,281 @@
+/**
+ * Prune: delete the data no point references any more, and repack packs that are mostly
+ * unused. Backups keep running while prune works:
+ *
+ *   1. mark    (lock `prune`: shared with backups) — walk every point, set the index's mark
+ *              bits; per pack, count live and dead bytes from the index files.
+ *   2. repack  (same lock) — copy the live blobs of packs whose dead share is at least the
+ *              threshold into new packs, verified on the way; write their index file.
+ *   3. sweep   (lock `exclusive`, waited for, held only for this step) — load index files and
+ *              mark points that backups committed meanwhile (a pack one of them now uses is
+ *              kept); write one consolidated index without the dropped packs; delete the old
+ *              index files; delete the dropped packs and packs no index lists (leftovers of
+ *              killed backups).
+ *
+ * A kill at any moment is safe: until the consolidated index is complete the old index files
+ * remain; packs are deleted only after no index file lists them. The worst a killed prune
+ * leaves is duplicate index entries or unlisted packs, which the next prune removes.
+ * Memory: the index (with its mark bits) and one pack at a time.
+ */
+import type { Repository } from './repository.js';
+import type { Point } from './point.js';
+import { Keys } from './format.js';
+import { decodeIndexFile, encodeIndexFile } from './index-store.js';
+import { markPoint } from './reachable.js';
+import { codecPool } from './codec-pool.js';
+import type { BlobEntry } from './pack.js';
+import type { ProgressFn } from '../progress.js';
+import { IntegrityError, InterruptedError } from '../errors.js';
+import { BlobNotFoundError } from '../../targets/types.js';
+
+export interface PruneOptions {
+  /** Repack a pack when at least this share of its bytes is unused (0..1). */
+  repackThreshold: number;
+  dryRun?: boolean;
+  /** How long the sweep waits for running backups to release their locks. */
+  lockWaitMs: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressFn;
+  /** One line per phase, for logs and the CLI. */
+  log?: (line: string) => void;
+}
+
+export interface PruneReport {
+  dryRun: boolean;
+  points: number;
+  packs: number;
+  /** Packs deleted because no point uses any of their blobs. */
+  packsDeleted: number;
+  /** Packs whose live blobs were copied into new packs, then deleted. */
+  packsRepacked: number;
+  /** Packs on the volume that no index listed (left by killed backups). */
+  unindexedPacksDeleted: number;
+  /** Packs kept because a backup that ran during prune started using them. */
+  packsRescued: number;
+  bytesFreed: number;
+  bytesRepacked: number;
+  /** Blobs no point references any more, now gone. */
+  blobsRemoved: number;
+  indexFilesBefore: number;
+  indexFilesAfter: number;
+  /** How long backups were held off (the sweep). */
+  exclusiveMs: number;
+  durationMs: number;
+}
+
+interface PackUsage {
+  size: number;
+  blobs: number;
+  liveBlobs: number;
+  liveBytes: number;
+  deadBytes: number;
+}
+
+/** Blobs per consolidated index file (~100 KB of JSON each after zstd for image chunks). */
+const INDEX_BLOBS_PER_FILE = 100_000;
+
+export async function pruneRepository(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
+  const t0 = Date.now();
+  const log = opts.log ?? (() => undefined);
+  const lock = await repo.lock('prune', 'drctl prune', { signal: opts.signal });
+  try {
+    // 1. mark
+    const { points, damaged } = await repo.listPoints();
+    if (damaged.length) {
+      throw new IntegrityError(`point file(s) ${damaged.map((d) => d.slice(0, 12)).join(', ')} are damaged, so prune cannot tell what they use - nothing was deleted; repair or remove them, then prune again`);
+    }
+    const seen = new Set(points.map((p) => p.id));
+    for (const [k, p] of points.entries()) {
+      throwIfAborted(opts.signal);
+      await markPoint(repo, p);
+      opts.onProgress?.({ phase: 'mark', doneBytes: k + 1, totalBytes: points.length });
+    }
+    const sizes = new Map<string, number>();
+    for await (const info of repo.target.list('data/')) sizes.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+    const usage = await packUsage(repo, sizes);
+    const drop = new Set<string>();
+    const repack = new Set<string>();
+    for (const [pack, u] of usage) {
+      if (!sizes.has(pack)) continue; // missing: check's business, nothing to free
+      if (u.liveBlobs === 0) drop.add(pack);
+      else if (u.deadBytes > 0 && u.deadBytes >= opts.repackThreshold * (u.liveBytes + u.deadBytes)) repack.add(pack);
+    }
+    const sum = (set: Set<string>, f: (u: PackUsage) => number) => [...set].reduce((a, p) => a + f(usage.get(p) as PackUsage), 0);
+    log(`marked ${points.length} points: ${usage.size} packs, ${drop.size} unused, ${repack.size} to repack (threshold ${Math.round(opts.repackThreshold * 100)}% unused)`);
+
+    const report: PruneReport = {
+      dryRun: !!opts.dryRun, points: points.length, packs: usage.size,
+      packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, packsRescued: 0,
+      bytesFreed: sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes),
+      bytesRepacked: sum(repack, (u) => u.liveBytes),
+      blobsRemoved: sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs),
+      indexFilesBefore: repo.index.files.size, indexFilesAfter: repo.index.files.size,
+      exclusiveMs: 0, durationMs: 0,
+    };
+    if (opts.dryRun) {
+      report.unindexedPacksDeleted = [...sizes.keys()].filter((p) => !usage.has(p)).length;
+      report.durationMs = Date.now() - t0;
+      return report;
+    }
+
+    // 2. repack
+    const copied = await repackPacks(repo, [...repack], opts);
+
+    // 3. sweep
+    const tEx = Date.now();
+    const ex = await repo.lock('exclusive', 'drctl prune (final step)', {
+      waitMs: opts.lockWaitMs, ignore: [lock.id], signal: opts.signal,
+      onWait: (holder) => log(`waiting for ${holder} to finish before the final step`),
+    });
+    const tHeld = Date.now();
+    try {
+      throwIfAborted(opts.signal);
+      // Index files and points written by backups since the mark.
+      for await (const info of repo.target.list('index/')) {
+        const id = info.key.slice('index/'.length);
+        if (repo.index.files.has(id)) continue;
+        const file = await decodeIndexFile(await repo.target.get(info.key));
+        for (const p of file.packs) repo.index.addPack(p.id, p.blobs);
+        repo.index.files.add(id);
+      }
+      const rescue = (hash: string): void => {
+        const pack = repo.index.packOf(hash) as string;
+        if ((drop.has(pack) || repack.has(pack)) && !copied.has(hash)) {
+          drop.delete(pack);
+          repack.delete(pack);
+          report.packsRescued++;
+        }
+      };
+      const { points: now } = await repo.listPoints();
+      for (const p of now.filter((q: Point) => !seen.has(q.id))) await markPoint(repo, p, rescue);
+      report.packsDeleted = drop.size;
+      report.packsRepacked = repack.size;
+      report.bytesFreed = sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes);
+      report.blobsRemoved = sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs);
+
+      const gone = new Set([...drop, ...repack]);
+      const listed = new Set<string>();
+      const keepPacks: { id: string; blobs: BlobEntry[] }[] = [];
+      const oldFiles = [...repo.index.files];
+      for (const id of oldFiles) {
+        const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
+        for (const p of file.packs) {
+          if (listed.has(p.id)) continue;
+          listed.add(p.id);
+          if (!gone.has(p.id)) keepPacks.push(p);
+        }
+      }
+      const unlisted: string[] = [];
+      for await (const info of repo.target.list('data/')) {
+        const id = info.key.slice(info.key.lastIndexOf('/') + 1);
+        if (!listed.has(id)) unlisted.push(id);
+      }
+      report.unindexedPacksDeleted = unlisted.length;
+      if (gone.size > 0 || oldFiles.length > 1) {
+        const newFiles = await writeConsolidatedIndex(repo, keepPacks);
+        for (const id of oldFiles) if (!newFiles.has(id)) await removeIfThere(repo, Keys.index(id));
+        repo.index.files.clear();
+        for (const id of newFiles) repo.index.files.add(id);
+        report.indexFilesAfter = newFiles.size;
+      }
+      for (const id of [...gone, ...unlisted]) await removeIfThere(repo, Keys.pack(id));
+      log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile), ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
+    } finally {
+      await ex.release();
+    }
+    report.exclusiveMs = Date.now() - tHeld;
+    log(`final step held the repository for ${report.exclusiveMs} ms (waited ${tHeld - tEx} ms for it)`);
+    report.durationMs = Date.now() - t0;
+    return report;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Live and dead bytes per pack, read from the index files one at a time. */
+async function packUsage(repo: Repository, sizes: Map<string, number>): Promise<Map<string, PackUsage>> {
+  const usage = new Map<string, PackUsage>();
+  for (const id of repo.index.files) {
+    const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
+    for (const p of file.packs) {
+      if (usage.has(p.id)) continue; // listed by two index files (a killed prune): count once
+      const u: PackUsage = { size: sizes.get(p.id) ?? 0, blobs: p.blobs.length, liveBlobs: 0, liveBytes: 0, deadBytes: 0 };
+      for (const [hash, , length] of p.blobs) {
+        // A blob counts as live only in the pack the index answers with; other copies are dead.
+        if (repo.index.isMarked(hash) && repo.index.packOf(hash) === p.id) {
+          u.liveBlobs++;
+          u.liveBytes += length;
+        } else u.deadBytes += length;
+      }
+      usage.set(p.id, u);
+    }
+  }
+  return usage;
+}
+
+/** Copy the live blobs of `packs` into new packs, verifying each. Returns the hashes copied. */
+async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions): Promise<Set<string>> {
+  const copied = new Set<string>();
+  if (packs.length === 0) return copied;
+  const writer = repo.newWriter();
+  const want = new Set(packs);
+  const entries = new Map<string, BlobEntry[]>();
+  for (const id of repo.index.files) {
+    const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
+    for (const p of file.packs) if (want.has(p.id) && !entries.has(p.id)) entries.set(p.id, p.blobs);
+  }
+  let done = 0;
+  for (const pack of packs) {
+    throwIfAborted(opts.signal);
+    const live = (entries.get(pack) ?? []).filter(([h]) => repo.index.isMarked(h) && repo.index.packOf(h) === pack && !copied.has(h));
+    const bytes = await repo.target.get(Keys.pack(pack));
+    const copies = live.map(([h, o, l, r, c]) => ({ h, r, c, data: Buffer.from(bytes.subarray(o, o + l)) }));
+    const { results } = await codecPool().verifyMany(bytes, live.map(([hash, offset, length, rawLength, codec]) => ({ hash, offset, length, rawLength, codec })));
+    const bad = live.filter((_, k) => !results[k]?.ok);
+    if (bad.length) {
+      throw new IntegrityError(`pack ${pack.slice(0, 12)} holds ${bad.length} damaged live blob(s) - prune stopped before deleting anything`);
+    }
+    for (const c of copies) {
+      await writer.copyStored(c.h, c.data, c.r, c.c);
+      copied.add(c.h);
+    }
+    done++;
+    opts.onProgress?.({ phase: 'repack', doneBytes: done, totalBytes: packs.length });
+  }
+  await writer.finish();
+  opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
+  return copied;
+}
+
+async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: BlobEntry[] }[]): Promise<Set<string>> {
+  const ids = new Set<string>();
+  let group: { id: string; blobs: BlobEntry[] }[] = [];
+  let blobs = 0;
+  const flush = async (): Promise<void> => {
+    if (group.length === 0) return;
+    const { id, bytes } = await encodeIndexFile(group);
+    if (!repo.index.files.has(id)) await repo.target.put(Keys.index(id), bytes, { replace: true });
+    ids.add(id);
+    group = [];
+    blobs = 0;
+  };
+  for (const p of packs) {
+    group.push(p);
+    blobs += p.blobs.length;
+    if (blobs >= INDEX_BLOBS_PER_FILE) await flush();
+  }
+  await flush();
+  return ids;
+}
+
+async function removeIfThere(repo: Repository, key: string): Promise<void> {
+  try {
+    await repo.target.remove(key);
+  } catch (e) {
+    if (!(e instanceof BlobNotFoundError)) throw e;
+  }
+}
+
+function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new InterruptedError();
+}
