@@ -40,6 +40,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
     const leaf = words.at(-1) as string;
     const cmd = parent.command(spec.args ? `${leaf} ${spec.args}` : leaf).description(spec.summary);
     cmd.option('--repo <dir>', 'repository folder (default: $DRCTL_REPO)');
+    cmd.option('--target <name>', 'the repository of a target defined in the config folder, instead of --repo');
+    cmd.option('--state <dir>', 'state folder holding the catalog (default: $DRCTL_STATE or ./drctl-data/state)');
     cmd.option('--config <dir>', 'config folder with policies/, targets/, hosts/ (default: $DRCTL_CONFIG or ./drctl-data/config)');
     for (const o of spec.options) {
       if (o.repeatable) cmd.addOption(new Option(o.flags, o.description).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]));

@@ -4,19 +4,37 @@ import { Repository, type LockWait } from '../engine/repo/index.js';
 import { UsageError } from '../engine/errors.js';
 import { openLocalTarget } from '../targets/index.js';
 import type { CliContext } from './context.js';
+import { configDir } from './config-option.js';
 
 export interface RepoOptions {
   repo?: string;
+  /** A target of the config folder instead of a path. */
+  target?: string;
+  config?: string;
 }
 
-export function repoPath(ctx: CliContext, opts: RepoOptions): string {
+/** --repo DIR, else --target NAME (its path, from the config folder), else $DRCTL_REPO. */
+export async function repoPath(ctx: CliContext, opts: RepoOptions): Promise<string> {
+  if (opts.repo && opts.target) throw new UsageError('give --repo or --target, not both');
+  if (opts.target) {
+    const { loadConfig } = await import('../policies/config.js');
+    const dir = configDir(ctx, opts);
+    const config = await loadConfig(dir);
+    const t = config.targets.get(opts.target);
+    if (!t) {
+      throw new UsageError(`target ${opts.target} is not defined in ${dir}/targets`,
+        config.targets.size ? `known targets: ${[...config.targets.keys()].join(', ')}` : `create ${dir}/targets/${opts.target}.yaml (see README, "Policies")`);
+    }
+    if (t.type !== 'local') throw new UsageError(`target ${t.name} is an iSCSI target, which this version cannot attach yet`);
+    return t.path;
+  }
   const p = opts.repo ?? ctx.env.DRCTL_REPO;
-  if (!p) throw new UsageError('no repository given', 'pass --repo DIR or set DRCTL_REPO');
+  if (!p) throw new UsageError('no repository given', 'pass --repo DIR or --target NAME, or set DRCTL_REPO');
   return resolve(p);
 }
 
 export async function openRepo(ctx: CliContext, opts: RepoOptions): Promise<Repository> {
-  const path = repoPath(ctx, opts);
+  const path = await repoPath(ctx, opts);
   const target = await openLocalTarget(path);
   return Repository.open(target, { clock: ctx.clock }, {
     existsCheck: () => stat(path).then(() => true, () => false),

@@ -7,9 +7,11 @@ import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
+import { configDir, type ConfigOptions } from '../config-option.js';
+import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';
 import { basename, resolve } from 'node:path';
 
-type Opts = RepoOptions & OutputOptions & { image?: string; files?: string; name?: string; changedExtents?: string };
+type Opts = RepoOptions & OutputOptions & ConfigOptions & StateOptions & { image?: string; files?: string; name?: string; changedExtents?: string; policy?: string };
 
 export const backupCommand: CommandSpec<Opts> = {
   name: 'backup',
@@ -18,10 +20,15 @@ export const backupCommand: CommandSpec<Opts> = {
     { flags: '--image <file>', description: 'VM-level backup of a local disk image (raw, qcow2, …)' },
     { flags: '--files <path>', description: 'file-level backup of a local folder' },
     { flags: '--name <name>', description: 'name of the protected object; points of one name form its generations (default: the file or folder name)' },
+    { flags: '--policy <name>', description: 'run every source of this policy now, outside its schedule (uses --config; recorded in the catalog)' },
     { flags: '--changed-extents <file>', description: 'JSON [{"offset","length"}] of guest ranges changed since the newest point of --name: read only those' },
   ],
-  exitCodes: '0 point committed · 1 failed, nothing committed · 2 bad arguments, repository or source · 3 point committed, some files skipped (listed)',
+  exitCodes: '0 point committed · 1 failed, nothing committed · 2 bad arguments, repository, source or policy · 3 point committed, some files skipped (listed); with --policy: some sources failed',
   async run(ctx: CliContext, opts: Opts) {
+    if (opts.policy) {
+      if (opts.image || opts.files || opts.changedExtents || opts.repo) throw new UsageError('--policy runs the policy\'s own sources onto its own target', 'drop --image/--files/--changed-extents/--repo');
+      return runPolicy(ctx, opts, opts.policy);
+    }
     if (!!opts.image === !!opts.files) throw new UsageError('give exactly one of --image FILE or --files PATH', 'see `drctl backup --help`');
     if (opts.changedExtents && !opts.image) throw new UsageError('--changed-extents only applies to --image backups');
     const extents = opts.changedExtents ? await readExtents(opts.changedExtents) : undefined;
@@ -73,4 +80,20 @@ async function readExtents(file: string): Promise<Extent[]> {
     }
     return { offset: x.offset as number, length: x.length as number };
   });
+}
+
+/** `drctl backup --policy NAME`: every source of the policy, through the job runner (limits, catalog, retention). */
+async function runPolicy(ctx: CliContext, opts: Opts, name: string): Promise<number> {
+  const log = (line: string): void => say(ctx, opts, line);
+  const rt = await buildRuntime({ configDir: configDir(ctx, opts), stateDir: stateDir(ctx, opts), clock: { ...ctx.clock, simulated: false, sleepUntil: async () => undefined }, hostname: ctx.hostname, log });
+  const policy = rt.policy(name);
+  const abort = (): void => rt.runner.abort();
+  ctx.signal.addEventListener('abort', abort, { once: true });
+  const outcomes = await Promise.all(policy.sources.map((s) => rt.runner.backup(policy, s, 'manual')));
+  const failed = outcomes.filter((o) => o.job.state === 'failed' || o.job.state === 'interrupted');
+  const partial = outcomes.filter((o) => o.job.state === 'partial');
+  if (opts.json) printJson(ctx, { policy: policy.name, jobs: outcomes.map((o) => o.job) });
+  for (const f of failed) ctx.stderr.write(`drctl: ${f.job.source}: ${f.job.error ?? f.job.state}\n`);
+  if (failed.length === outcomes.length) return ExitCode.failed;
+  return failed.length || partial.length ? ExitCode.partial : ExitCode.ok;
 }

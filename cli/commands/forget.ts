@@ -4,6 +4,7 @@ import { applyRetention, parseWithin, type RetentionRules } from '../../policies
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import type { CommandSpec } from '../command.js';
+import { configDir } from '../config-option.js';
 
 type Opts = RepoOptions & OutputOptions & {
   name?: string; policy?: string; dryRun?: boolean;
@@ -14,7 +15,7 @@ export const forgetCommand: CommandSpec<Opts> = {
   name: 'forget',
   summary: 'apply retention rules: remove the recovery points no rule keeps (data goes at the next prune)',
   options: [
-    { flags: '--policy <name>', description: 'only points made by this policy' },
+    { flags: '--policy <name>', description: 'only points made by this policy; without --keep-* rules, apply its retention on its target' },
     { flags: '--name <name>', description: 'only points of this protected object' },
     { flags: '--keep-last <n>', description: 'keep the newest N points (a policy\'s `generations`)' },
     { flags: '--keep-hourly <n>', description: 'keep the newest point of each of the last N hours that have points' },
@@ -27,7 +28,16 @@ export const forgetCommand: CommandSpec<Opts> = {
   ],
   exitCodes: '0 done · 1 failed · 2 bad arguments or no repository',
   async run(ctx: CliContext, opts: Opts) {
-    const rules = rulesFromFlags(opts);
+    let rules: RetentionRules;
+    if (opts.policy && !hasKeepFlags(opts)) {
+      // The policy's own retention, on the policy's target unless --repo / --target says otherwise.
+      const { loadConfig } = await import('../../policies/config.js');
+      const dir = configDir(ctx, opts);
+      const policy = (await loadConfig(dir)).policies.find((p) => p.name === opts.policy);
+      if (!policy) throw new UsageError(`no valid policy named ${opts.policy} in ${dir}/policies`, 'check it with `drctl policy validate`, or give --keep-* rules');
+      rules = policy.retention;
+      if (!opts.repo && !opts.target) opts.target = policy.target;
+    } else rules = rulesFromFlags(opts);
     const repo = await openRepo(ctx, opts);
     const groups = await forgetPoints(repo, {
       filter: (p) => (!opts.policy || p.policy === opts.policy) && (!opts.name || p.name === opts.name),
@@ -49,6 +59,10 @@ export const forgetCommand: CommandSpec<Opts> = {
     return 0;
   },
 };
+
+function hasKeepFlags(opts: Opts): boolean {
+  return [opts.keepLast, opts.keepHourly, opts.keepDaily, opts.keepWeekly, opts.keepMonthly, opts.keepYearly, opts.keepWithin].some((v) => v !== undefined);
+}
 
 function rulesFromFlags(opts: Opts): RetentionRules {
   const count = (flag: string, v: string | undefined): number | undefined => {

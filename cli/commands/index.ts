@@ -5,6 +5,9 @@ import { restoreCommand } from './restore.js';
 import { checkCommand } from './check.js';
 import { forgetCommand } from './forget.js';
 import { pruneCommand } from './prune.js';
+import { daemonCommand } from './daemon.js';
+import { statusCommand } from './status.js';
+import { catalogRebuildCommand } from './catalog.js';
 
 /** Every command, in the order `drctl --help` lists them. */
-export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand, forgetCommand, pruneCommand];
+export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand, forgetCommand, pruneCommand, daemonCommand, statusCommand, catalogRebuildCommand];

@@ -12,7 +12,7 @@ export const initCommand: CommandSpec<Opts> = {
   exitCodes: '0 created · 2 the folder already holds a repository or other files',
   options: [],
   async run(ctx: CliContext, opts: Opts) {
-    const path = repoPath(ctx, opts);
+    const path = await repoPath(ctx, opts);
     const repo = await Repository.init(await openLocalTarget(path), { clock: ctx.clock });
     if (opts.json) printJson(ctx, { repo: path, id: repo.config.id, formatVersion: repo.config.formatVersion });
     say(ctx, opts, `created repository ${path} (format ${repo.config.formatVersion}, id ${repo.config.id.slice(0, 8)})`);

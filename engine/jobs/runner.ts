@@ -1,0 +1,290 @@
+/**
+ * Runs jobs: one backup of one policy source, or one prune of a target. Concurrency is
+ * limited with p-limit per target volume (default 1: concurrent jobs on one volume were
+ * measured to slow each other down six-fold in the reference setting) and per host (default
+ * 2). Prune is not counted against the target limit — it runs beside backups by design
+ * (engine/repo/prune.ts) — but there is at most one prune per target.
+ *
+ * Every job is recorded in the catalog (queued → running → ok/partial/failed), with its
+ * point, bytes and error; after a successful backup the policy's retention is applied to
+ * that source's points.
+ */
+import { randomBytes } from 'node:crypto';
+import pLimit, { type LimitFunction } from 'p-limit';
+import type { Clock } from '../runtime/clock.js';
+import type { Catalog, CatalogPoint, JobRecord } from '../catalog/catalog.js';
+import { Repository } from '../repo/repository.js';
+import type { Point } from '../repo/point.js';
+import { forgetPoints, type RetentionFn } from './forget.js';
+import { pruneRepository } from '../repo/prune.js';
+import { NotARepositoryError, UsageError, isDrError } from '../errors.js';
+import type { TargetDriver } from '../../targets/types.js';
+
+/** A policy source as the engine sees it (policies/config.ts PolicySource is assignable). */
+export type JobSource =
+  | { kind: 'vm'; name: string; vm: string; host: string; files?: string[] }
+  | { kind: 'image'; name: string; image: string }
+  | { kind: 'path'; name: string; path: string };
+
+export interface JobPolicy {
+  name: string;
+  schedule: string;
+  timezone: string;
+  target: string;
+  fallbackTarget?: string;
+  prune: string;
+  sources: JobSource[];
+}
+
+export interface JobLimits {
+  perTarget: number;
+  perHost: number;
+}
+
+export const DEFAULT_LIMITS: JobLimits = { perTarget: 1, perHost: 2 };
+
+export interface RunnerDeps {
+  catalog: Catalog;
+  clock: Clock;
+  hostname: string;
+  /** Open the storage of a named target (config folder). */
+  openTarget(name: string): Promise<TargetDriver>;
+  /** The retention of a policy as a pure decision function. */
+  retention(policy: JobPolicy): RetentionFn;
+  log(line: string): void;
+  limits?: JobLimits;
+  /** Prune repack threshold (0..1). */
+  repackThreshold?: number;
+}
+
+export interface JobOutcome {
+  job: JobRecord;
+  point?: Point;
+}
+
+export function hostOf(source: JobSource): string {
+  return source.kind === 'vm' ? source.host : 'local';
+}
+
+export class JobRunner {
+  private readonly targetLimits = new Map<string, LimitFunction>();
+  private readonly hostLimits = new Map<string, LimitFunction>();
+  private readonly pruning = new Set<string>();
+  private readonly active = new Set<Promise<unknown>>();
+  private readonly limits: JobLimits;
+  private readonly jobAbort = new AbortController();
+
+  constructor(private readonly deps: RunnerDeps) {
+    this.limits = deps.limits ?? DEFAULT_LIMITS;
+  }
+
+  /** Jobs queued or running. */
+  get busy(): number {
+    return this.active.size;
+  }
+
+  /** Resolves when no job is queued or running. */
+  async idle(): Promise<void> {
+    while (this.active.size) await Promise.allSettled([...this.active]);
+  }
+
+  /** Abandon running jobs cleanly: their pipelines stop writing and commit nothing. */
+  abort(): void {
+    this.jobAbort.abort();
+  }
+
+  /** Back up one source of a policy. Never throws: the outcome is on the job record. */
+  backup(policy: JobPolicy, source: JobSource, trigger: JobRecord['trigger'], scheduledAt?: Date): Promise<JobOutcome> {
+    return this.track(this.runBackup(policy, source, trigger, scheduledAt));
+  }
+
+  /** Prune a policy's target (skipped when a prune of that target is already running). */
+  prune(policy: JobPolicy, trigger: JobRecord['trigger']): Promise<JobOutcome> {
+    return this.track(this.runPrune(policy, trigger));
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.active.add(p);
+    void p.finally(() => this.active.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private limiter(map: Map<string, LimitFunction>, key: string, n: number): LimitFunction {
+    let l = map.get(key);
+    if (!l) map.set(key, (l = pLimit(n)));
+    return l;
+  }
+
+  private async runBackup(policy: JobPolicy, source: JobSource, trigger: JobRecord['trigger'], scheduledAt?: Date): Promise<JobOutcome> {
+    const { catalog, clock } = this.deps;
+    const job: JobRecord = {
+      id: newJobId(), kind: 'backup', policy: policy.name, source: source.name, target: policy.target, host: hostOf(source),
+      trigger, state: 'queued', queuedAt: clock.now().toISOString(), pid: process.pid,
+      ...(scheduledAt ? { scheduledAt: scheduledAt.toISOString() } : {}),
+    };
+    await catalog.update((d) => void d.jobs.push(job));
+    const targetLimit = this.limiter(this.targetLimits, policy.target, this.limits.perTarget);
+    const hostLimit = this.limiter(this.hostLimits, hostOf(source), this.limits.perHost);
+    // Target slot first: a job waiting for its volume does not hold a host slot meanwhile.
+    return targetLimit(() => hostLimit(async () => {
+      const started = clock.now();
+      await this.patch(job, { state: 'running', startedAt: started.toISOString() });
+      this.deps.log(`policy ${policy.name}: backing up ${source.name} to ${policy.target}`);
+      try {
+        const repo = await this.openRepository(policy.target);
+        const point = await this.backupSource(repo, policy, source, job);
+        const partial = point.errors.length > 0;
+        const fin = this.finished(job, partial ? 'partial' : 'ok', { pointId: point.id, bytesRead: point.stats.readBytes, bytesNew: point.stats.newBytes });
+        Object.assign(job, fin);
+        await catalog.update((d) => {
+          d.points.push(catalogPoint(point, policy.target, repo.location));
+          const j = d.jobs.find((x) => x.id === job.id);
+          if (j) Object.assign(j, fin);
+        });
+        this.deps.log(`policy ${policy.name}: ${source.name} point ${point.id.slice(0, 12)} committed${partial ? ` (partial: ${point.errors.length} items skipped)` : ''}`);
+        await this.applyRetention(repo, policy, source);
+        return { job, point };
+      } catch (e) {
+        const message = describe(e);
+        const interrupted = this.jobAbort.signal.aborted;
+        const fin = this.finished(job, interrupted ? 'interrupted' : 'failed', { error: message });
+        Object.assign(job, fin);
+        await catalog.update((d) => {
+          const j = d.jobs.find((x) => x.id === job.id);
+          if (j) Object.assign(j, fin);
+        });
+        this.deps.log(`policy ${policy.name}: ${source.name} ${job.state}: ${message}`);
+        return { job };
+      }
+    }));
+  }
+
+  private async backupSource(repo: Repository, policy: JobPolicy, source: JobSource, job: JobRecord): Promise<Point> {
+    const lock = await repo.lock('shared', `drctl backup ${source.name} (policy ${policy.name})`, { waitMs: 30 * 60_000, signal: this.jobAbort.signal });
+    let lastProgress = 0;
+    const onProgress = (p: { doneBytes: number; totalBytes: number }): void => {
+      const now = Date.now();
+      if (now - lastProgress < 5000) return;
+      lastProgress = now;
+      void this.patch(job, { progress: { doneBytes: p.doneBytes, totalBytes: p.totalBytes } }).catch(() => undefined);
+    };
+    const common = { name: source.name, policy: policy.name, clock: this.deps.clock, hostname: this.deps.hostname, signal: this.jobAbort.signal, onProgress };
+    try {
+      switch (source.kind) {
+        case 'image':
+          return await (await import('../backup/image-backup.js')).backupImage(repo, source.image, common);
+        case 'path':
+          return await (await import('../backup/files-backup.js')).backupFolder(repo, source.path, common);
+        case 'vm':
+          throw new UsageError(`source ${source.name} of policy ${policy.name}: VM ${source.vm} on host ${source.host} needs the libvirt/Hyper-V host drivers, which this version does not have yet`,
+            'back up the VM\'s disk images with `image:` sources for now');
+      }
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async applyRetention(repo: Repository, policy: JobPolicy, source: JobSource): Promise<void> {
+    const groups = await forgetPoints(repo, {
+      filter: (p) => p.policy === policy.name && p.name === source.name,
+      retention: this.deps.retention(policy),
+      lockWait: { waitMs: 30 * 60_000 },
+    });
+    const removed = new Set(groups.flatMap((g) => g.remove.map((r) => r.id)));
+    if (removed.size === 0) return;
+    await this.deps.catalog.update((d) => {
+      d.points = d.points.filter((p) => !removed.has(p.id));
+    });
+    this.deps.log(`policy ${policy.name}: retention removed ${removed.size} point(s) of ${source.name}`);
+  }
+
+  private async runPrune(policy: JobPolicy, trigger: JobRecord['trigger']): Promise<JobOutcome> {
+    const { catalog, clock } = this.deps;
+    const job: JobRecord = {
+      id: newJobId(), kind: 'prune', policy: policy.name, target: policy.target, trigger,
+      state: 'queued', queuedAt: clock.now().toISOString(), pid: process.pid,
+    };
+    if (this.pruning.has(policy.target)) {
+      job.state = 'skipped';
+      job.note = `a prune of ${policy.target} is already running`;
+      await catalog.update((d) => void d.jobs.push(job));
+      return { job };
+    }
+    this.pruning.add(policy.target);
+    try {
+      await catalog.update((d) => void d.jobs.push({ ...job, state: 'running', startedAt: job.queuedAt }));
+      const repo = await this.openRepository(policy.target);
+      const r = await pruneRepository(repo, {
+        repackThreshold: this.deps.repackThreshold ?? 0.25, lockWaitMs: 60 * 60_000, signal: this.jobAbort.signal,
+        log: (line) => this.deps.log(`prune ${policy.target}: ${line}`),
+      });
+      await catalog.update((d) => {
+        const j = d.jobs.find((x) => x.id === job.id);
+        if (j) Object.assign(j, this.finished(j, 'ok', { note: `freed ${r.bytesFreed} bytes, ${r.packsDeleted + r.packsRepacked + r.unindexedPacksDeleted} packs` }));
+        d.policies[policy.name] = { ...d.policies[policy.name], lastPruneAt: clock.now().toISOString() };
+      });
+      return { job: { ...job, state: 'ok' } };
+    } catch (e) {
+      const message = describe(e);
+      await catalog.update((d) => {
+        const j = d.jobs.find((x) => x.id === job.id);
+        if (j) Object.assign(j, this.finished(j, 'failed', { error: message }));
+      });
+      this.deps.log(`prune ${policy.target} failed: ${message}`);
+      return { job: { ...job, state: 'failed', error: message } };
+    } finally {
+      this.pruning.delete(policy.target);
+    }
+  }
+
+  /** The repository on a target; an empty or new target folder gets one. */
+  private async openRepository(targetName: string): Promise<Repository> {
+    const target = await this.deps.openTarget(targetName);
+    const deps = { clock: this.deps.clock };
+    try {
+      return await Repository.open(target, deps);
+    } catch (e) {
+      if (!(e instanceof NotARepositoryError)) throw e;
+      let empty = true;
+      for await (const _ of target.list('')) {
+        empty = false;
+        break;
+      }
+      if (!empty) throw e;
+      this.deps.log(`target ${targetName}: created a new repository in ${target.location}`);
+      return Repository.init(target, deps);
+    }
+  }
+
+  private finished(j: JobRecord, state: JobRecord['state'], extra: Partial<JobRecord>): Partial<JobRecord> {
+    const end = this.deps.clock.now();
+    const durationMs = j.startedAt ? end.getTime() - new Date(j.startedAt).getTime() : 0;
+    return { ...extra, state, endedAt: end.toISOString(), durationMs, progress: undefined };
+  }
+
+  private async patch(job: JobRecord, change: Partial<JobRecord>): Promise<void> {
+    Object.assign(job, change);
+    await this.deps.catalog.update((d) => {
+      const j = d.jobs.find((x) => x.id === job.id);
+      if (j) Object.assign(j, change);
+    });
+  }
+}
+
+export function catalogPoint(p: Point, target: string, repo: string): CatalogPoint {
+  return {
+    id: p.id, target, repo, name: p.name, ...(p.policy ? { policy: p.policy } : {}), kind: p.kind, time: p.time,
+    logicalBytes: p.stats.logicalBytes, storedNewBytes: p.stats.storedNewBytes, partial: p.errors.length > 0,
+    ...(p.fallback ? { fallback: p.fallback.reason } : {}), warnings: p.warnings?.length ?? 0,
+  };
+}
+
+function newJobId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function describe(e: unknown): string {
+  if (isDrError(e)) return `${e.message}${e.hint ? ` (${e.hint})` : ''}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
