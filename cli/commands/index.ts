@@ -3,6 +3,12 @@ import { backupCommand } from './backup.js';
 import { pointsCommand } from './points.js';
 import { restoreCommand } from './restore.js';
 import { checkCommand } from './check.js';
+import { policyValidateCommand } from './policy-validate.js';
+import { policyPlanCommand } from './policy-plan.js';
+import { retentionSimulateCommand } from './retention-simulate.js';
 
 /** Every command, in the order `drctl --help` lists them. */
-export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand];
+export const commands = [
+  initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand,
+  policyValidateCommand, policyPlanCommand, retentionSimulateCommand,
+];
