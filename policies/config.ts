@@ -7,10 +7,10 @@
  *   <dir>/hosts/NAME.yaml                 hypervisor hosts
  */
 import { readFile, readdir } from 'node:fs/promises';
-import { basename, dirname, extname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, errnoCode, type ConfigProblem } from '../engine/errors.js';
-import { ConfigDocument } from './document.js';
+import { ConfigDocument, displayPath } from './document.js';
 import { reportIssues } from './issues.js';
 import { checkPolicy, checkRetentionRules, policyDocs, retentionSchema, type References } from './policy-schema.js';
 import { checkHost, checkTarget } from './target-schema.js';
@@ -19,6 +19,7 @@ import type { HostConfig, LoadedConfig, Policy, TargetConfig } from './types.js'
 import { machineTimeZone } from './zone.js';
 
 export type { ConfigProblem, HostConfig, LoadedConfig, Policy, PolicySource, TargetConfig } from './types.js';
+export { displayPath };
 
 const EXTENSIONS = ['.yaml', '.yml', '.json'];
 
@@ -27,12 +28,7 @@ export function formatProblem(p: ConfigProblem): string {
   return `${displayPath(p.file)}:${p.line}:${p.column}: ${p.path ? `${p.path}: ` : ''}${p.message}${p.fix ? ` - ${p.fix}` : ''}`;
 }
 
-/** A path as given, or relative to the working directory when it is absolute and inside it. */
-export function displayPath(file: string): string {
-  if (!isAbsolute(file)) return file;
-  const rel = relative(process.cwd(), file);
-  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
-}
+
 
 /** Reads the whole folder. Invalid files are left out and listed in problems; a missing folder is an empty config. */
 export async function loadConfig(dir: string): Promise<LoadedConfig> {
@@ -148,7 +144,7 @@ function markDuplicates(checked: Checked[]): void {
   for (const [name, group] of byName) {
     if (group.length < 2) continue;
     for (const c of group) {
-      const others = group.filter((o) => o !== c).map((o) => o.file).join(', ');
+      const others = group.filter((o) => o !== c).map((o) => displayPath(o.file)).join(', ');
       c.doc?.add(['name'], 'value', `policy name "${name}" is also used by ${others}`, 'every policy needs its own name; rename or remove one of the files');
     }
   }
@@ -172,7 +168,7 @@ async function loadReferences(dir: string, problems?: ConfigProblem[]): Promise<
       const name = stem(f);
       const { doc, value, problem } = await readDocument(file);
       const twin = files.find((o) => o !== f && stem(o) === name);
-      if (twin) doc.add([], 'value', `${sub.slice(0, -1)} ${name} is also defined in ${join(dir, sub, twin)}`, 'keep one file per name');
+      if (twin) doc.add([], 'value', `${sub.slice(0, -1)} ${name} is also defined in ${displayPath(join(dir, sub, twin))}`, 'keep one file per name');
       const obj = problem ? undefined : check(doc, value, name, resolve(file));
       if (obj && doc.problems.length === 0) good.set(name, obj);
       else broken.set(name, file);

@@ -3,9 +3,17 @@
  * YAML 1.2), so every problem, a syntax error or a wrong field, gets a line and column.
  */
 import { LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
+import { isAbsolute, relative } from 'node:path';
 import type { ConfigProblem } from '../engine/errors.js';
 
 export type FieldPath = readonly (string | number)[];
+
+/** A path as given, or relative to the working directory when it is absolute and inside it. */
+export function displayPath(file: string): string {
+  if (!isAbsolute(file)) return file;
+  const rel = relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
+}
 
 /** `retention.daily`, `sources[2].host`, '' for the root. */
 export function pathText(path: FieldPath): string {

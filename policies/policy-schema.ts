@@ -3,12 +3,12 @@
  * is exactly one of vm/image/path, names are unique, targets and hosts exist) are checked here
  * on the raw value, so they are reported even when some other field is wrong too.
  */
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { isEmptyRetention, parseWithin, type RetentionRules } from './retention.js';
 import { cronProblem } from './cron.js';
 import { timeZoneProblem } from './zone.js';
-import type { ConfigDocument } from './document.js';
+import { displayPath, type ConfigDocument } from './document.js';
 import { reportIssues, type FieldDoc, type SchemaDocs } from './issues.js';
 import type { HostConfig, Policy, PolicySource, TargetConfig } from './types.js';
 
@@ -164,43 +164,47 @@ function checkSources(doc: ConfigDocument, sources: unknown, refs: References | 
   if (!Array.isArray(sources)) return [];
   const names: (string | undefined)[] = [];
   const firstUse = new Map<string, number>();
-  sources.forEach((s: unknown, i) => {
-    if (!s || typeof s !== 'object' || Array.isArray(s)) return names.push(undefined);
-    const src = s as RawSource;
-    const kinds = KINDS.filter((k) => src[k] !== undefined);
-    if (kinds.length === 0) {
-      doc.add(['sources', i], 'value', 'names no source', 'give exactly one of vm: NAME (with host:), image: /path/disk.qcow2 or path: /folder');
-    } else if (kinds.length > 1) {
-      doc.add(['sources', i, kinds[1] as string], 'key', `a source is exactly one of vm, image or path, and this one has both ${kinds.join(' and ')}`,
-        'split it into two sources, one per line starting with "- "');
-    }
-    const kind = kinds[0];
-    if (kind === 'vm' && src.host === undefined) {
-      doc.add(['sources', i, 'host'], 'parent', `missing; a vm source needs the host that runs VM ${String(src.vm)}`, hostFix(refs));
-    }
-    if (kind === 'vm' && typeof src.host === 'string' && refs && !refs.hosts.has(src.host)) {
-      const broken = refs.brokenHosts.get(src.host);
-      doc.add(['sources', i, 'host'], 'value', broken ? `host "${src.host}" is defined in ${broken}, which has problems` : `unknown host "${src.host}"`,
-        broken ? `fix ${broken} (\`drctl policy validate --config ${refs.dir}\` lists its problems)` : hostFix(refs, src.host));
-    }
-    if (kind && kind !== 'vm') {
-      for (const k of ['host', 'files', 'quiesce'] as const) {
-        if (src[k] !== undefined) doc.add(['sources', i, k], 'key', `only a vm source takes ${k}; this is ${kind === 'image' ? 'an image' : 'a path'} source`, `remove ${k}`);
-      }
-    }
-    const named = typeof src.name === 'string' ? src.name : undefined;
-    const raw = named ?? (kind && typeof src[kind] === 'string' ? defaultName(kind, src[kind]) : undefined);
-    names.push(raw);
-    if (raw === undefined) return;
-    const prev = firstUse.get(raw);
-    if (prev === undefined) firstUse.set(raw, i);
+  for (const [i, s] of (sources as unknown[]).entries()) {
+    const src = s && typeof s === 'object' && !Array.isArray(s) ? s as RawSource : undefined;
+    const name = src ? checkSource(doc, src, i, refs) : undefined;
+    names.push(name);
+    if (name === undefined) continue;
+    const prev = firstUse.get(name);
+    if (prev === undefined) firstUse.set(name, i);
     else {
-      doc.add(named ? ['sources', i, 'name'] : ['sources', i], 'value', `point name "${raw}" is already used by sources[${prev}]`,
+      doc.add(typeof src?.name === 'string' ? ['sources', i, 'name'] : ['sources', i], 'value', `point name "${name}" is already used by sources[${prev}]`,
         'give one of them its own name: (recovery points and retention are kept per name)');
     }
-    return undefined;
-  });
+  }
   return names;
+}
+
+/** One source's own rules; returns its point name (explicit, or from the VM name / basename). */
+function checkSource(doc: ConfigDocument, src: RawSource, i: number, refs: References | undefined): string | undefined {
+  const kinds = KINDS.filter((k) => src[k] !== undefined);
+  if (kinds.length === 0) {
+    doc.add(['sources', i], 'value', 'names no source', 'give exactly one of vm: NAME (with host:), image: /path/disk.qcow2 or path: /folder');
+  } else if (kinds.length > 1) {
+    doc.add(['sources', i, kinds[1] as string], 'key', `a source is exactly one of vm, image or path, and this one has both ${kinds.join(' and ')}`,
+      'split it into two sources, one per line starting with "- "');
+  }
+  const kind = kinds[0];
+  if (kind === 'vm' && src.host === undefined) {
+    doc.add(['sources', i, 'host'], 'parent', `missing; a vm source needs the host that runs VM ${String(src.vm)}`, hostFix(refs));
+  }
+  if (kind === 'vm' && typeof src.host === 'string' && refs && !refs.hosts.has(src.host)) {
+    const broken = refs.brokenHosts.get(src.host);
+    doc.add(['sources', i, 'host'], 'value', broken ? `host "${src.host}" is defined in ${displayPath(broken)}, which has problems` : `unknown host "${src.host}"`,
+      broken ? `fix ${displayPath(broken)} (\`drctl policy validate --config ${displayPath(refs.dir)}\` lists its problems)` : hostFix(refs, src.host));
+  }
+  if (kind && kind !== 'vm') {
+    for (const k of ['host', 'files', 'quiesce'] as const) {
+      if (src[k] !== undefined) doc.add(['sources', i, k], 'key', `only a vm source takes ${k}; this is ${kind === 'image' ? 'an image' : 'a path'} source`, `remove ${k}`);
+    }
+  }
+  if (typeof src.name === 'string') return src.name;
+  const value = kind ? src[kind] : undefined;
+  return kind && typeof value === 'string' ? defaultName(kind, value) : undefined;
 }
 
 function defaultName(kind: (typeof KINDS)[number], value: string): string {
@@ -209,11 +213,11 @@ function defaultName(kind: (typeof KINDS)[number], value: string): string {
 
 function hostFix(refs: References | undefined, name?: string): string {
   if (!refs) return 'add e.g. host: hv1 (a host defined in the config folder\'s hosts/)';
+  const dir = join(displayPath(refs.dir), 'hosts');
   const known = [...refs.hosts.keys()];
-  const file = `${refs.dir}/hosts/${name ?? 'hv1'}.yaml`;
-  return known.length
-    ? `hosts in ${refs.dir}/hosts/: ${known.join(', ')}; or add ${file} (driver: libvirt, ssh: {host, user, keyFile, hostKey})`
-    : `no hosts are defined in ${refs.dir}/hosts/; add ${file} (driver: libvirt, ssh: {host, user, keyFile, hostKey})`;
+  const define = `add ${join(dir, `${name ?? 'hv1'}.yaml`)} (driver: libvirt, ssh: {host, user, keyFile, hostKey})`;
+  if (name === undefined) return known.length ? `add host: ${known[0] as string} (hosts in ${dir}/: ${known.join(', ')})` : `no hosts are defined in ${dir}/; ${define} and write host: hv1`;
+  return known.length ? `hosts in ${dir}/: ${known.join(', ')}; or ${define}` : `no hosts are defined in ${dir}/; ${define}`;
 }
 
 function checkTargets(doc: ConfigDocument, obj: Record<string, unknown>, refs: References): void {
@@ -222,13 +226,13 @@ function checkTargets(doc: ConfigDocument, obj: Record<string, unknown>, refs: R
     if (typeof name !== 'string' || !name || refs.targets.has(name)) continue;
     const broken = refs.brokenTargets.get(name);
     if (broken) {
-      doc.add([key], 'value', `target "${name}" is defined in ${broken}, which has problems`, `fix ${broken} (\`drctl policy validate --config ${refs.dir}\` lists its problems)`);
+      doc.add([key], 'value', `target "${name}" is defined in ${displayPath(broken)}, which has problems`, `fix ${displayPath(broken)} (\`drctl policy validate --config ${displayPath(refs.dir)}\` lists its problems)`);
       continue;
     }
     const known = [...refs.targets.keys()];
-    const file = `${refs.dir}/targets/${name}.yaml`;
-    const add = `add ${file} with "type: local" and "path: /srv/drctl" (or an iscsi target, see README.md)`;
-    doc.add([key], 'value', `unknown target "${name}"`, known.length ? `targets in ${refs.dir}/targets/: ${known.join(', ')}; or ${add}` : `no targets are defined in ${refs.dir}/targets/; ${add}`);
+    const dir = join(displayPath(refs.dir), 'targets');
+    const add = `add ${join(dir, `${name}.yaml`)} with "type: local" and "path: /srv/drctl" (or an iscsi target, see README.md)`;
+    doc.add([key], 'value', `unknown target "${name}"`, known.length ? `targets in ${dir}/: ${known.join(', ')}; or ${add}` : `no targets are defined in ${dir}/; ${add}`);
   }
   if (typeof obj.fallbackTarget === 'string' && obj.fallbackTarget === obj.target) {
     doc.add(['fallbackTarget'], 'value', 'is the same as target', 'name a second target, or remove fallbackTarget');
