@@ -53,12 +53,22 @@ export async function loadConfig(dir: string): Promise<LoadedConfig> {
 /**
  * Validate policy files against a config folder's targets and hosts. A file directly inside
  * `<dir>/policies/` is checked against `<dir>` (and must be named after its policy); any other
- * file against `configDir`.
+ * file against `configDir`. A file in a `targets/` or `hosts/` folder is checked as a target or
+ * host (it adds problems, never policies).
  */
 export async function validatePolicyFiles(files: string[], configDir: string): Promise<{ policies: Policy[]; problems: ConfigProblem[] }> {
   const refsByDir = new Map<string, References>();
   const checked: Checked[] = [];
+  const others: ConfigProblem[] = [];
   for (const file of files) {
+    const folder = basename(dirname(resolve(file)));
+    if (folder === 'targets' || folder === 'hosts') {
+      // An operator who just edited targets/san1.yaml checks it the same way.
+      const { doc, value, problem } = await readDocument(file);
+      if (!problem) (folder === 'targets' ? checkTarget : checkHost)(doc, value, stem(file), resolve(file));
+      others.push(...doc.sortedProblems());
+      continue;
+    }
     const home = configHome(file);
     const dir = home ?? resolve(configDir);
     let refs = refsByDir.get(dir);
@@ -74,7 +84,8 @@ export async function validatePolicyFiles(files: string[], configDir: string): P
     }
   }
   markDuplicates([...checked, ...siblings]);
-  return { policies: valid(checked), problems: checked.flatMap((c) => c.doc?.sortedProblems() ?? []) };
+  const problems = [...checked.flatMap((c) => c.doc?.sortedProblems() ?? []), ...others];
+  return { policies: valid(checked), problems: files.flatMap((f) => problems.filter((p) => p.file === f)) };
 }
 
 /**

@@ -46,6 +46,10 @@ export function reportIssues(doc: ConfigDocument, root: unknown, issues: readonl
     const fd = docs.fields[pattern(path)];
     const value = valueAt(root, path);
     const writeLike = fd ? `write it like ${fd.example}` : undefined;
+    if (value === undefined && path.length > 0 && (issue.code === 'invalid_type' || issue.code === 'invalid_value')) {
+      doc.add(path, 'parent', 'missing', missingFix(root, path, docs, fd));
+      continue;
+    }
     switch (issue.code) {
       case 'unrecognized_keys': {
         const allowed = docs.keys[pattern(path)] ?? [];
@@ -53,9 +57,7 @@ export function reportIssues(doc: ConfigDocument, root: unknown, issues: readonl
         break;
       }
       case 'invalid_type': {
-        if (value === undefined && path.length > 0) {
-          doc.add(path, 'parent', 'missing', missingFix(root, path, docs, fd));
-        } else if (issue.expected === 'int') {
+        if (issue.expected === 'int') {
           doc.add(path, 'value', `must be a whole number, got ${describe(value)}`, writeLike);
         } else {
           doc.add(path, 'value', `expected ${fd?.expect ?? EXPECTED[issue.expected] ?? issue.expected}, got ${describe(value)}`, writeLike);

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { UsageError } from '../../engine/errors.js';
 import { displayPath, formatProblem, loadConfig, validatePolicyFiles, type ConfigProblem, type Policy } from '../../policies/index.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
@@ -13,7 +13,7 @@ interface FileResult {
   ok: boolean;
   problems: ConfigProblem[];
   /** Printed after "FILE: ok" — not part of the JSON. */
-  summary?: string;
+  summary?: string | undefined;
 }
 
 export const policyValidateCommand: CommandSpec<Opts> = {
@@ -44,7 +44,9 @@ async function checkFiles(files: string[], dir: string): Promise<FileResult[]> {
   return files.map((file) => {
     const mine = problems.filter((p) => p.file === file);
     const policy = policies.find((p) => p.file === resolve(file));
-    return { file, ok: mine.length === 0 && !!policy, problems: mine, ...(policy ? { summary: describePolicy(policy) } : {}) };
+    const folder = basename(dirname(resolve(file)));
+    const other = folder === 'targets' || folder === 'hosts' ? `${folder.slice(0, -1)} ${basename(file, extname(file))}` : undefined;
+    return { file, ok: mine.length === 0 && !!(policy ?? other), problems: mine, summary: policy ? describePolicy(policy) : other };
   });
 }
 

@@ -210,6 +210,11 @@ test('no FILE: the whole config folder, targets and hosts included', async (t) =
   t.regex(r.stdout, /targets\/vol1\.yaml: ok \(target vol1, local \/srv\/drctl\)/);
   t.regex(r.stderr, /targets\/san1\.yaml:2:9: portal: expected host:port/);
   t.regex(r.stderr, /hosts\/hv2\.yaml:1:1: ssh: missing; a Hyper-V host is reached over SSH/);
+  // A target or host file given by name is checked as one.
+  const target = await drctl(['policy', 'validate', join(dir, 'targets', 'san1.yaml'), join(dir, 'targets', 'vol1.yaml')]);
+  t.is(target.code, 2);
+  t.regex(target.stdout, /targets\/vol1\.yaml: ok \(target vol1\)/);
+  t.regex(target.stderr, /san1\.yaml:2:9: portal: expected host:port/);
   const missing = await drctl(['policy', 'validate', '--config', join(dir, 'nope')]);
   t.is(missing.code, 2);
   t.regex(missing.stderr, /config folder .*nope does not exist/);
