@@ -121,8 +121,8 @@ function lineText(text: string, line: number): string {
 
 function syntaxFix(code: string, message: string, line: string): string | undefined {
   if (/end with a [\]}]/.test(message)) return 'close the [ or { opened above, or write the list as lines starting with "- "';
-  if (/^\s*-?\s*[A-Za-z]+\s*:\s*[^'"\s]*\*/.test(line)) {
-    return 'a value that starts with * or contains " *" must be quoted, e.g. schedule: "*/30 * * * *"';
+  if (/^\s*-?\s*[A-Za-z]+\s*:\s*[*@]/.test(line)) {
+    return 'a value that starts with * or @ must be quoted, e.g. schedule: "*/30 * * * *" or schedule: "@daily"';
   }
   switch (code) {
     case 'DUPLICATE_KEY': return 'each key may appear once; remove or merge the repeated one';
