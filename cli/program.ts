@@ -3,7 +3,7 @@
  * that turns errors into messages and exit codes. cli/main.ts wires it to the real process.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { isDrError, ExitCode } from '../engine/errors.js';
+import { ConfigError, isDrError, ExitCode } from '../engine/errors.js';
 import type { CliContext } from './context.js';
 import type { CommandSpec } from './command.js';
 import { commands } from './commands/index.js';
@@ -70,8 +70,13 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
 
 function reportError(ctx: CliContext, e: unknown, json: boolean, debug: boolean): number {
   if (isDrError(e)) {
-    if (json) ctx.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, hint: e.hint } }, null, 2) + '\n');
-    ctx.stderr.write(`drctl: ${e.message}${e.hint ? ` (${e.hint})` : ''}\n`);
+    const problems = e instanceof ConfigError && e.problems.length ? { problems: e.problems } : {};
+    if (json) ctx.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, hint: e.hint, ...problems } }, null, 2) + '\n');
+    // A multi-line message (a ConfigError listing problems) keeps its summary and hint on the
+    // first line; the details follow one per line, unprefixed, so editors can jump to file:line.
+    const [head, ...details] = e.message.split('\n');
+    ctx.stderr.write(`drctl: ${head ?? ''}${e.hint ? ` (${e.hint})` : ''}\n`);
+    for (const d of details) ctx.stderr.write(d + '\n');
     if (debug && e.stack) ctx.stderr.write(e.stack + '\n');
     return e.exitCode;
   }

@@ -24,6 +24,34 @@ export class UsageError extends DrError {
   readonly exitCode = ExitCode.usage;
 }
 
+/** One problem in a config file, located so an editor can jump to it. */
+export interface ConfigProblem {
+  /** As given by the caller (relative paths stay relative). */
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  column: number;
+  /** Field path as written in the file: `retention.daily`, `sources[2].host`; '' for the whole file. */
+  path: string;
+  /** What is wrong. */
+  message: string;
+  /** What to write instead. */
+  fix?: string;
+}
+
+/**
+ * A config or policy file (or a data file given on the command line) is invalid. The message
+ * lists every problem, one per line, so nothing has to be fixed blindly one run at a time.
+ */
+export class ConfigError extends DrError {
+  readonly code = 'CONFIG_INVALID';
+  readonly exitCode = ExitCode.usage;
+  constructor(message: string, readonly problems: readonly ConfigProblem[] = [], hint?: string) {
+    super(message, hint ?? 'fix the fields listed below and run the command again; `drctl policy validate` checks policy files without running anything');
+  }
+}
+
 export class RepoNotFoundError extends DrError {
   readonly code = 'REPO_NOT_FOUND';
   readonly exitCode = ExitCode.usage;

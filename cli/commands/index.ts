@@ -8,6 +8,13 @@ import { pruneCommand } from './prune.js';
 import { daemonCommand } from './daemon.js';
 import { statusCommand } from './status.js';
 import { catalogRebuildCommand } from './catalog.js';
+import { policyValidateCommand } from './policy-validate.js';
+import { policyPlanCommand } from './policy-plan.js';
+import { retentionSimulateCommand } from './retention-simulate.js';
 
 /** Every command, in the order `drctl --help` lists them. */
-export const commands = [initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand, forgetCommand, pruneCommand, daemonCommand, statusCommand, catalogRebuildCommand];
+export const commands = [
+  initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand,
+  forgetCommand, pruneCommand, daemonCommand, statusCommand, catalogRebuildCommand,
+  policyValidateCommand, policyPlanCommand, retentionSimulateCommand,
+];
