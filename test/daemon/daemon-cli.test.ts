@@ -25,7 +25,7 @@ async function env(t: Parameters<typeof tempDir>[0], policy: Record<string, unkn
   await mkdir(join(config, 'policies'), { recursive: true });
   const repo = join(dir, 'repo');
   await writeFile(join(config, 'targets', 'vol1.yaml'), `type: local\npath: ${repo}\n`);
-  await writeFile(join(config, 'policies', 'web.yaml'), Object.entries(policy).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n');
+  await writeFile(join(config, 'policies', `${policy.name as string}.yaml`), Object.entries(policy).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n');
   const state = join(dir, 'state');
   return { dir, config, state, repo, args: ['--config', config, '--state', state] };
 }
@@ -79,7 +79,7 @@ test('daemon: one catch-up run at start after downtime; SIGHUP with a broken fil
   await writeFile(pfile, 'name: web\nschedule: "0 */4 * *"\ntarget: vol1\nsources: []\n');
   child.kill('SIGHUP');
   await waitFor(child, /keeping the previous version of policy web/, out);
-  t.regex(out.text, /reloaded: 1 policies/);
+  await waitFor(child, /reloaded: 1 policies/, out);
 
   child.kill('SIGTERM');
   t.is(await exited(child), 0, out.err);
@@ -99,7 +99,7 @@ test('backup --policy, status, and catalog rebuild after the catalog is deleted 
   await writeFile(join(src, 'a.txt'), 'alpha\n');
   const img = join(e.dir, 'disk.img');
   await writeFile(img, randomBytes(3 * 1024 * 1024));
-  const pfile = join(e.config, 'policies', 'web.yaml');
+  const pfile = join(e.config, 'policies', 'files.yaml');
   await writeFile(pfile, (await readFile(pfile, 'utf8')).replace('"SRC"', JSON.stringify(src)).replace('"IMG"', JSON.stringify(img)));
 
   for (let i = 0; i < 4; i++) {
@@ -136,7 +136,7 @@ test('SIGTERM during a running backup: the job is abandoned, nothing half-commit
   const src = join(e.dir, 'big');
   await mkdir(src);
   for (let i = 0; i < 100; i++) await writeFile(join(src, `f${i}`), randomBytes(4 * 1024 * 1024));
-  const pfile = join(e.config, 'policies', 'web.yaml');
+  const pfile = join(e.config, 'policies', 'big.yaml');
   await writeFile(pfile, (await readFile(pfile, 'utf8')).replace('"SRC"', JSON.stringify(src)));
   await mkdir(e.state, { recursive: true });
   await writeFile(join(e.state, 'catalog.json'), JSON.stringify({ version: 1, jobs: [], points: [], policies: { big: { lastScheduledAt: new Date(Date.now() - 5 * 3_600_000).toISOString() } } }));
