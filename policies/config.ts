@@ -28,8 +28,6 @@ export function formatProblem(p: ConfigProblem): string {
   return `${displayPath(p.file)}:${p.line}:${p.column}: ${p.path ? `${p.path}: ` : ''}${p.message}${p.fix ? ` - ${p.fix}` : ''}`;
 }
 
-
-
 /** Reads the whole folder. Invalid files are left out and listed in problems; a missing folder is an empty config. */
 export async function loadConfig(dir: string): Promise<LoadedConfig> {
   const problems: ConfigProblem[] = [];
@@ -85,7 +83,7 @@ export async function validatePolicyFiles(files: string[], configDir: string): P
   }
   markDuplicates([...checked, ...siblings]);
   const problems = [...checked.flatMap((c) => c.doc?.sortedProblems() ?? []), ...others];
-  return { policies: valid(checked), problems: files.flatMap((f) => problems.filter((p) => p.file === f)) };
+  return { policies: valid(checked), problems: [...new Set(files)].flatMap((f) => problems.filter((p) => p.file === f)) };
 }
 
 /**
@@ -116,7 +114,7 @@ export async function loadRetentionFile(file: string): Promise<{ name?: string; 
       const r = retentionFileSchema.safeParse(value);
       if (!r.success) reportIssues(doc, value, r.error.issues, { fields: policyDocs.fields, keys: { '': ['name', 'retention'], retention: policyDocs.keys.retention ?? [] } });
       checkRetentionRules(doc, (value as Record<string, unknown>).retention);
-      if (r.success) result = { ...(r.data.name ? { name: r.data.name } : {}), retention: retentionSchema.parse(r.data.retention) };
+      if (r.success) result = { ...(r.data.name ? { name: r.data.name } : {}), retention: r.data.retention };
     }
   }
   if (doc.problems.length || !result) throw invalidFileError(file, 'retention policy', doc.sortedProblems());
@@ -209,7 +207,8 @@ async function readDocument(file: string): Promise<{ doc: ConfigDocument; value:
 async function configFiles(dir: string): Promise<string[]> {
   try {
     const entries = await readdir(dir, { withFileTypes: true });
-    return entries.filter((e) => e.isFile() && !e.name.startsWith('.') && EXTENSIONS.includes(extname(e.name))).map((e) => e.name).sort();
+    // Symlinks count: config management tools often link files into place.
+    return entries.filter((e) => (e.isFile() || e.isSymbolicLink()) && !e.name.startsWith('.') && EXTENSIONS.includes(extname(e.name))).map((e) => e.name).sort();
   } catch (e) {
     if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return [];
     throw e;
