@@ -1,8 +1,10 @@
 /**
  * `npm run quickstart`: the main job on embedded defaults, as an operator would run it.
- * A local repository under ./drctl-data, a VM-level backup of a sample disk image and a
- * file-level backup of a sample folder, a second (incremental) backup of each after a
- * change, the list of recovery points, a restore of each and a byte-for-byte verification.
+ * A config folder ./drctl-data/config with one target (a local repository under
+ * ./drctl-data/repo) and one policy protecting a sample disk image (VM-level) and a sample
+ * folder (file-level); the policy is validated and run, run again after a change
+ * (incremental), then the points, the status, a restore of each and a byte-for-byte
+ * verification.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,6 +20,7 @@ const samples = join(base, 'samples');
 const image = join(samples, 'sample-vm.img');
 const folder = join(samples, 'files');
 const restoreDir = join(base, 'restore');
+const config = join(base, 'config');
 const MiB = 1024 * 1024;
 
 function run(args: string[]): void {
@@ -60,6 +63,27 @@ async function change(): Promise<void> {
   await writeFile(join(folder, 'new-file.txt'), 'added after the first backup\n');
 }
 
+/** The embedded default config: one local target, one policy with both kinds of source. */
+async function writeConfig(): Promise<void> {
+  await mkdir(join(config, 'targets'), { recursive: true });
+  await mkdir(join(config, 'policies'), { recursive: true });
+  await writeFile(join(config, 'targets', 'local.yaml'), `# the repository on this machine\ntype: local\npath: ${repo}\n`);
+  await writeFile(join(config, 'policies', 'quickstart.yaml'), [
+    'name: quickstart',
+    'schedule: "0 */4 * * *"        # every 4 hours (what `drctl daemon` would run)',
+    'target: local',
+    'sources:',
+    `  - image: ${image}     # VM-level: a disk image`,
+    '    name: sample-vm',
+    `  - path: ${folder}       # file-level: a folder`,
+    '    name: sample-files',
+    'retention:',
+    '  generations: 42',
+    '  daily: 14',
+    '',
+  ].join('\n'));
+}
+
 /** Every path under `dir` with its type and content hash, for a byte-for-byte comparison. */
 async function snapshot(dir: string, root = dir, out = new Map<string, string>()): Promise<Map<string, string>> {
   for (const name of (await readdir(dir)).sort()) {
@@ -81,13 +105,15 @@ async function main(): Promise<void> {
   await makeSamples();
   if (!existsSync(join(repo, 'config.json'))) run(['init', '--repo', repo]);
   else console.log('\n(repository already exists: new points are added to it)');
-  run(['backup', '--repo', repo, '--image', image, '--name', 'sample-vm']);
-  run(['backup', '--repo', repo, '--files', folder, '--name', 'sample-files']);
+  await writeConfig();
+  // No --config / --state flags: ./drctl-data/config and ./drctl-data/state are the defaults.
+  run(['policy', 'validate']);
+  run(['backup', '--policy', 'quickstart']);
   await change();
-  console.log('\n-- changed 1 MiB of the disk, one file, and added a file; the second backups store only that:');
-  run(['backup', '--repo', repo, '--image', image, '--name', 'sample-vm']);
-  run(['backup', '--repo', repo, '--files', folder, '--name', 'sample-files']);
-  run(['points', '--repo', repo]);
+  console.log('\n-- changed 1 MiB of the disk, one file, and added a file; the second run stores only that:');
+  run(['backup', '--policy', 'quickstart']);
+  run(['points', '--target', 'local']);
+  run(['status']);
   await rm(restoreDir, { recursive: true, force: true });
   await mkdir(restoreDir, { recursive: true });
   const imgOut = join(restoreDir, 'sample-vm.img');
@@ -102,7 +128,7 @@ async function main(): Promise<void> {
   console.log(`\nverify: restored disk image ${imgSame ? 'is byte-identical' : 'DIFFERS'} (${imgOut})`);
   console.log(`verify: restored folder ${filesSame ? `is identical (${a.size} entries)` : 'DIFFERS'} (${filesOut})`);
   if (!imgSame || !filesSame) process.exit(1);
-  console.log(`\nDone. Everything lives in ${base}:\n  repo/     the repository (point manifests in repo/points/)\n  samples/  what was backed up\n  restore/  what was restored\nTry: DRCTL_REPO=${repo} node ${relative(process.cwd(), DRCTL)} points --json`);
+  console.log(`\nDone. Everything lives in ${base}:\n  config/   the policy and target (edit them, check with \`drctl policy validate\`)\n  repo/     the repository (point manifests in repo/points/)\n  state/    the catalog of jobs and points\n  samples/  what was backed up\n  restore/  what was restored\nTry: node ${relative(process.cwd(), DRCTL)} policy plan ${relative(process.cwd(), join(config, 'policies', 'quickstart.yaml'))}   # what the policy keeps over a year\n     node ${relative(process.cwd(), DRCTL)} daemon                                          # run it every 4 hours`);
 }
 
 await main();
