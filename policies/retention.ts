@@ -1,15 +1,23 @@
 /**
- * Generational retention: which recovery points a policy keeps. Pure — no repository, no clock.
+ * Generational retention: which recovery points a policy keeps. Pure — no repository, no clock:
+ * the caller passes `now`.
  *
  * The semantics are exactly those of `restic forget` 0.14 with all times in UTC, so operators
- * who know restic know drctl:
+ * who know restic know drctl (test/policies/retention-restic.test.ts checks this against the
+ * real restic):
  * - points are walked newest first; a point is kept when any rule keeps it;
  * - a count rule (generations = --keep-last, hourly, daily, weekly, monthly, yearly) keeps the
  *   newest point of each new bucket (hour, day, ISO week, month, year) until its count is used
  *   up; a rule that cannot be filled keeps what there is and nothing older;
- * - `within` keeps every point strictly newer than (newest point − duration), with the
- *   calendar arithmetic of Go's time.AddDate (months and years, then hours);
+ * - `within` keeps every point strictly newer than (reference − duration), with the calendar
+ *   arithmetic of Go's time.AddDate (years, months, days, then hours). The reference is the
+ *   newest point that is older than `now`: a point from the future (a skewed clock) does not
+ *   move it. When every point is in the future restic measures from Go's zero time
+ *   (0001-01-01), so `within` keeps them all;
+ * - a `within` of zero length ("0d") is no rule, as in restic;
  * - a policy with no rule at all keeps everything.
+ * restic orders points with equal times arbitrarily (snapshots are loaded concurrently); drctl
+ * keeps the first of them in input order. Which of them is kept may differ, how many never does.
  */
 export interface RetentionRules {
   /** Keep the newest N points (restic --keep-last). */
@@ -51,6 +59,11 @@ export interface RetentionResult<P extends TimedPoint> {
 
 const COUNT_RULES = ['generations', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 
+/** Go's time.Duration holds at most 2562047 hours; beyond it restic's cutoff overflows. */
+const MAX_WITHIN_HOURS = 2_562_047;
+/** Go's zero time, 0001-01-01T00:00:00Z: restic's reference when every point is in the future. */
+const GO_ZERO_TIME_MS = -62_135_596_800_000;
+
 /** Parse restic's duration syntax ("2d", "1y6m", "36h"). Throws with a readable message. */
 export function parseWithin(text: string): WithinDuration {
   if (!/^(\d+[ymdh])+$/.test(text)) {
@@ -65,27 +78,33 @@ export function parseWithin(text: string): WithinDuration {
     else if (m[2] === 'd') d.days = n;
     else d.hours = n;
   }
+  // restic 0.14 would silently keep nothing for more hours (int64 overflow) and panics on
+  // numbers past int64; refuse both rather than copy that.
+  if (d.hours > MAX_WITHIN_HOURS) {
+    throw new Error(`"${text}": at most ${MAX_WITHIN_HOURS} hours - write longer durations in days, months or years`);
+  }
+  if (Object.values(d).some((n) => !Number.isSafeInteger(n))) throw new Error(`"${text}": a number in it is too large`);
   return d;
 }
 
+/** True when no rule keeps anything by itself; applyRetention then keeps every point. */
 export function isEmptyRetention(rules: RetentionRules): boolean {
-  return COUNT_RULES.every((k) => !rules[k]) && !rules.within;
+  return COUNT_RULES.every((k) => !rules[k]) && !hasWithin(rules);
 }
 
 /** Apply retention to one group of points (one policy and source). Input order is irrelevant. */
-export function applyRetention<P extends TimedPoint>(points: readonly P[], rules: RetentionRules): RetentionResult<P> {
+export function applyRetention<P extends TimedPoint>(points: readonly P[], rules: RetentionRules, now: Date): RetentionResult<P> {
   const timed = points.map((point) => ({ point, t: new Date(point.time) }));
   for (const { point, t } of timed) {
     if (Number.isNaN(t.getTime())) throw new Error(`point ${point.id}: time "${point.time}" is not an ISO 8601 instant`);
   }
-  // Newest first; equal times keep their input order (restic uses a stable sort too).
+  // Newest first; equal times keep their input order (Array.prototype.sort is stable).
   timed.sort((a, b) => b.t.getTime() - a.t.getTime());
   if (isEmptyRetention(rules)) {
     return { keep: timed.map(({ point }) => ({ point, reasons: ['no retention rule: everything is kept'] })), remove: [] };
   }
   const buckets = COUNT_RULES.map((rule) => ({ rule, left: rules[rule] ?? 0, last: undefined as string | undefined }));
-  const newest = timed[0]?.t;
-  const cutoff = rules.within && newest ? withinCutoff(newest, parseWithin(rules.within)) : undefined;
+  const cutoff = rules.within && hasWithin(rules) ? withinCutoff(withinReference(timed, now), parseWithin(rules.within)) : undefined;
 
   const keep: KeptPoint<P>[] = [];
   const remove: P[] = [];
@@ -107,13 +126,36 @@ export function applyRetention<P extends TimedPoint>(points: readonly P[], rules
   return { keep, remove };
 }
 
-/** newest − duration, with Go's AddDate normalisation (Mar 31 − 1 month = Mar 3) then − hours. */
-function withinCutoff(newest: Date, d: WithinDuration): number {
-  const shifted = Date.UTC(
-    newest.getUTCFullYear() - d.years, newest.getUTCMonth() - d.months, newest.getUTCDate() - d.days,
-    newest.getUTCHours(), newest.getUTCMinutes(), newest.getUTCSeconds(), newest.getUTCMilliseconds(),
-  );
-  return shifted - d.hours * 3_600_000;
+/** restic ignores a `within` whose every part is zero ("0d", "0y0h"). */
+function hasWithin(rules: RetentionRules): boolean {
+  if (!rules.within) return false;
+  const d = parseWithin(rules.within);
+  return d.years + d.months + d.days + d.hours > 0;
+}
+
+/** The newest point strictly older than `now`, or Go's zero time when there is none (restic). */
+function withinReference(newestFirst: readonly { t: Date }[], now: Date): number {
+  return newestFirst.find(({ t }) => t.getTime() < now.getTime())?.t.getTime() ?? GO_ZERO_TIME_MS;
+}
+
+/** reference − duration, with Go's AddDate normalisation (Mar 31 − 1 month = Mar 3) then − hours. */
+function withinCutoff(referenceMs: number, d: WithinDuration): number {
+  const r = new Date(referenceMs);
+  const shifted = utcMs(
+    r.getUTCFullYear() - d.years, r.getUTCMonth() - d.months, r.getUTCDate() - d.days,
+    r.getUTCHours(), r.getUTCMinutes(), r.getUTCSeconds(), r.getUTCMilliseconds(),
+  ) - d.hours * 3_600_000;
+  // Beyond JavaScript's date range (~271,000 years back) Go still computes a date before any
+  // point, so everything is newer.
+  return Number.isNaN(shifted) ? -Infinity : shifted;
+}
+
+/** Date.UTC without its quirk of reading years 0-99 as 1900-1999; fields overflow like AddDate. */
+function utcMs(year: number, month: number, day: number, h = 0, min = 0, s = 0, ms = 0): number {
+  const d = new Date(0);
+  d.setUTCFullYear(year, month, day);
+  d.setUTCHours(h, min, s, ms);
+  return d.getTime();
 }
 
 function bucketKey(rule: (typeof COUNT_RULES)[number], t: Date, nr: number): string {
@@ -135,10 +177,10 @@ function bucketKey(rule: (typeof COUNT_RULES)[number], t: Date, nr: number): str
 
 /** ISO 8601 week-numbering year and week of a UTC instant (as Go's time.ISOWeek). */
 export function isoWeek(t: Date): [number, number] {
-  const day = Date.UTC(t.getUTCFullYear(), t.getUTCMonth(), t.getUTCDate());
+  const day = utcMs(t.getUTCFullYear(), t.getUTCMonth(), t.getUTCDate());
   const weekday = (new Date(day).getUTCDay() + 6) % 7; // Monday = 0
   const thursday = new Date(day + (3 - weekday) * 86_400_000); // the week's Thursday decides its year
   const year = thursday.getUTCFullYear();
-  const week = Math.floor((thursday.getTime() - Date.UTC(year, 0, 1)) / (7 * 86_400_000)) + 1;
+  const week = Math.floor((thursday.getTime() - utcMs(year, 0, 1)) / (7 * 86_400_000)) + 1;
   return [year, week];
 }

@@ -9,3 +9,11 @@ export async function tempDir(t: ExecutionContext, prefix = 'drctl-test-'): Prom
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+/**
+ * A temp dir shared by all tests of one file, for fixtures too slow to build per test. Hooks
+ * cannot use t.teardown, so the caller removes it in `test.after.always`.
+ */
+export function sharedTempDir(prefix = 'drctl-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
