@@ -98,7 +98,7 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
     openTarget: (name) => openConfiguredTarget(config, name),
     retention: (p: JobPolicy) => {
       const rules = policyByName(p.name).retention;
-      return (points) => applyRetention(points, rules);
+      return (points) => applyRetention(points, rules, opts.clock.now());
     },
     log: opts.log,
     limits: opts.limits,

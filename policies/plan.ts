@@ -26,6 +26,6 @@ export function planPolicy(policy: Pick<Policy, 'schedule' | 'timezone' | 'reten
     const time = t.toISOString();
     points.push({ id: time, time });
   }
-  const { keep } = applyRetention(points, policy.retention);
+  const { keep } = applyRetention(points, policy.retention, new Date(end));
   return { nextRuns, simulatedRuns: points.length, kept: keep.map((k) => ({ time: k.point.time, reasons: k.reasons })) };
 }

@@ -41,7 +41,7 @@ export const forgetCommand: CommandSpec<Opts> = {
     const repo = await openRepo(ctx, opts);
     const groups = await forgetPoints(repo, {
       filter: (p) => (!opts.policy || p.policy === opts.policy) && (!opts.name || p.name === opts.name),
-      retention: (points) => applyRetention(points, rules),
+      retention: (points) => applyRetention(points, rules, ctx.clock.now()),
       dryRun: opts.dryRun,
       lockWait: cliLockWait(ctx, opts),
     });

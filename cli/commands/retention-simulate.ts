@@ -25,7 +25,7 @@ export const retentionSimulateCommand: CommandSpec<Opts> = {
     });
     const { points, problems } = parseTimedPoints(pointsFile, text);
     if (problems.length) throw invalidFileError(pointsFile, 'points file', problems, 'fix the entries listed below; the file is a JSON list like [{"id": "a1", "time": "2026-03-01T04:00:00Z"}]');
-    const { keep, remove } = applyRetention(points, retention);
+    const { keep, remove } = applyRetention(points, retention, ctx.clock.now());
     if (opts.json) {
       printJson(ctx, {
         keep: keep.map((k) => ({ id: k.point.id, time: k.point.time, reasons: k.reasons })),

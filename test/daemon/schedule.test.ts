@@ -7,6 +7,8 @@ import test from 'ava';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/tmp.js';
+import { requireTools } from '../support/tools.js';
+import { createResticOracle } from '../support/restic-oracle.js';
 import { buildRuntime } from '../../cli/wiring.js';
 import { SimulatedClock, type SleepClock } from '../../engine/runtime/clock.js';
 import { Repository, shutdownCodecPool } from '../../engine/repo/index.js';
@@ -73,12 +75,15 @@ test('30 simulated days of a 4-hour policy: 180 runs, the repository keeps what 
   t.is(backups[0]?.scheduledAt, '2026-03-01T04:00:00.000Z');
   t.is(backups.at(-1)?.scheduledAt, '2026-03-31T00:00:00.000Z');
 
-  // What is left is what the rules keep of all 180 runs (retention.ts is checked against
-  // restic itself in test/policies).
+  // What is left is exactly what restic's own `forget` keeps of all 180 runs.
   const all = backups.map((j) => ({ id: j.pointId as string, time: j.startedAt as string }));
-  const expected = applyRetention(all, retention).keep.map((k) => k.point.id).sort();
+  const expected = applyRetention(all, retention, clock.now()).keep.map((k) => k.point.id).sort();
   const left = await repoPoints(s.repos.vol1 as string);
   t.deepEqual(left.map((p) => p.id).sort(), expected);
+  if (requireTools(t, 'restic')) {
+    const oracle = await createResticOracle(await tempDir(t, 'drctl-restic-'));
+    t.deepEqual((await oracle.resticKeeps(all, retention)).keep.sort(), expected);
+  }
   t.is(left.length, 48); // the newest 42 cover Mar 24 04:00 – Mar 31 00:00; daily:14 adds the last run of Mar 18–23
   t.deepEqual(data.points.map((p) => p.id).sort(), expected, 'the catalog lists the same points');
   t.true(left.every((p) => p.policy === 'web'));
