@@ -14,6 +14,7 @@
  *   version and the reason is logged. stop() (SIGTERM) abandons running jobs cleanly: their
  *   pipelines stop and commit nothing, so the repository stays consistent.
  */
+import { randomBytes } from 'node:crypto';
 import type { SleepClock } from '../runtime/clock.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { JobPolicy, JobRunner } from './runner.js';
@@ -179,7 +180,7 @@ export class Daemon {
     if (this.running.has(policy.name)) {
       this.deps.log(`policy ${policy.name}: its previous run is still going - the run due at ${slot.toISOString()} is skipped`);
       this.track(catalog.update((d) => void d.jobs.push({
-        id: `skip-${slot.getTime().toString(36)}`, kind: 'backup', policy: policy.name, target: policy.target, trigger, state: 'skipped',
+        id: randomBytes(6).toString('hex'), kind: 'backup', policy: policy.name, target: policy.target, trigger, state: 'skipped',
         scheduledAt: slot.toISOString(), queuedAt: clock.now().toISOString(), note: 'previous run still going', pid: process.pid,
       })));
       return;
