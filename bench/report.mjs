@@ -74,6 +74,9 @@ if (failed.length) {
   for (const r of failed) out.push(`- ${r.tool} ${r.step}: ${r.status}`);
   out.push('');
 }
-const notes = new URL('./NOTES.md', import.meta.url);
-if (existsSync(notes)) out.push(readFileSync(notes, 'utf8').trim(), '');
+// Results of the separate benchmarks (bench/prune.sh, bench/iscsi.sh) travel with this page.
+for (const name of ['NOTES.md', 'PRUNE.md', 'ISCSI.md']) {
+  const file = new URL(`./${name}`, import.meta.url);
+  if (existsSync(file)) out.push(readFileSync(file, 'utf8').trim(), '');
+}
 process.stdout.write(out.join('\n') + '\n');
