@@ -17,6 +17,13 @@ const onSignal = (): void => {
   process.stderr.write('\ndrctl: interrupting - finishing in-flight writes, nothing will be committed\n');
   controller.abort();
 };
+// `drctl points | head`: a closed pipe ends the output quietly, as Unix tools do.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+}
 process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 const ctx: CliContext = {
