@@ -11,6 +11,8 @@ export interface RepoOptions {
   /** A target of the config folder instead of a path. */
   target?: string;
   config?: string;
+  /** State folder (an iSCSI target's attach state). */
+  state?: string;
 }
 
 /** --repo DIR, else --target NAME (its path, from the config folder), else $DRCTL_REPO. */
@@ -25,7 +27,15 @@ export async function repoPath(ctx: CliContext, opts: RepoOptions): Promise<stri
       throw new UsageError(`target ${opts.target} is not defined in ${dir}/targets`,
         config.targets.size ? `known targets: ${[...config.targets.keys()].join(', ')}` : `create ${dir}/targets/${opts.target}.yaml (see README, "Policies")`);
     }
-    if (t.type !== 'local') throw new UsageError(`target ${t.name} is an iSCSI target, which this version cannot attach yet`);
+    if (t.type === 'iscsi') {
+      // Commands that take --target read an attached volume; jobs and `drctl target` attach.
+      const { attachedState } = await import('../targets/iscsi/index.js');
+      const { stateDir } = await import('./wiring.js');
+      if (!(await attachedState(t, stateDir(ctx, opts)))) {
+        throw new UsageError(`target ${t.name} is an iSCSI volume that is not attached`, `attach it with \`drctl target attach ${t.name}\` (and detach it afterwards)`);
+      }
+      return t.mountpoint;
+    }
     return t.path;
   }
   const p = opts.repo ?? ctx.env.DRCTL_REPO;

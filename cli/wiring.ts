@@ -13,7 +13,7 @@ import { JobRunner, type JobLimits, type JobPolicy } from '../engine/jobs/runner
 import { Daemon, type PolicyLoad, type Schedules } from '../engine/jobs/daemon.js';
 import type { SleepClock } from '../engine/runtime/clock.js';
 import { UsageError } from '../engine/errors.js';
-import { openLocalTarget, type TargetDriver } from '../targets/index.js';
+import { IscsiTarget, openLocalTarget, type TargetDriver } from '../targets/index.js';
 import type { CliContext } from './context.js';
 
 export interface StateOptions {
@@ -45,18 +45,23 @@ export function cronSchedules(): Schedules {
 }
 
 /** Open a target named in the config folder. */
-export async function openConfiguredTarget(config: LoadedConfig, name: string): Promise<TargetDriver> {
+export async function openConfiguredTarget(config: LoadedConfig, name: string, stateDirPath?: string): Promise<TargetDriver> {
   const t = config.targets.get(name);
   if (!t) {
     throw new UsageError(`target ${name} is not defined in ${join(config.dir, 'targets')}`,
       `create ${join(config.dir, 'targets', `${name}.yaml`)} with \`type: local\` and \`path: /srv/drctl\``);
   }
-  return openTargetConfig(t);
+  return openTargetConfig(t, stateDirPath);
 }
 
-export async function openTargetConfig(t: TargetConfig): Promise<TargetDriver> {
-  if (t.type !== 'local') {
-    throw new UsageError(`target ${t.name} (${t.file}) is an iSCSI target, which this version cannot attach yet`, 'use a `type: local` target for now');
+/**
+ * Open a target's storage. An iSCSI target is attached (or an existing attach joined) and
+ * counted as used until the driver's close(); that needs the state folder (attach.json).
+ */
+export async function openTargetConfig(t: TargetConfig, stateDirPath?: string): Promise<TargetDriver> {
+  if (t.type === 'iscsi') {
+    if (!stateDirPath) throw new UsageError(`target ${t.name} (${t.file}) is an iSCSI target: this command cannot attach it`, `attach it first with \`drctl target attach ${t.name}\``);
+    return IscsiTarget.open(t, stateDirPath);
   }
   await mkdir(t.path, { recursive: true });
   return openLocalTarget(t.path);
@@ -95,7 +100,7 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
     catalog,
     clock: opts.clock,
     hostname: opts.hostname,
-    openTarget: (name) => openConfiguredTarget(config, name),
+    openTarget: (name) => openConfiguredTarget(config, name, opts.stateDir),
     retention: (p: JobPolicy) => {
       const rules = policyByName(p.name).retention;
       return (points) => applyRetention(points, rules, opts.clock.now());

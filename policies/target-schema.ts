@@ -17,6 +17,8 @@ const iscsiTarget = z.strictObject({
   mountpoint: absolute,
   attach: z.enum(['kernel', 'userspace', 'auto']).optional(),
   keepAttached: z.boolean().optional(),
+  ioTimeoutSeconds: z.number().int().min(1).max(3600).optional(),
+  initiatorName: z.string().regex(/^(iqn\.\d{4}-\d{2}\.[^\s:]+(:\S+)?|eui\.[0-9A-Fa-f]{16})$/).optional(),
 });
 
 const targetDocs = (keys: readonly string[]): SchemaDocs => ({
@@ -34,6 +36,8 @@ const targetDocs = (keys: readonly string[]): SchemaDocs => ({
     mountpoint: { expect: 'an absolute folder path', example: 'mountpoint: /mnt/drctl/san1' },
     attach: { expect: 'kernel, userspace or auto', example: 'attach: auto' },
     keepAttached: { expect: 'true or false', example: 'keepAttached: false' },
+    ioTimeoutSeconds: { expect: 'seconds (1-3600) the portal may be unreachable before a job fails', example: 'ioTimeoutSeconds: 30' },
+    initiatorName: { expect: 'this machine\'s iSCSI initiator name (an iqn)', example: 'initiatorName: iqn.2026-01.com.example:drctl-node1' },
   },
 });
 
@@ -56,6 +60,7 @@ export function checkTarget(doc: ConfigDocument, raw: unknown, name: string, fil
   return {
     name, file, type: 'iscsi', portal: t.portal, iqn: t.iqn, lun: t.lun, ...(t.chap ? { chap: t.chap } : {}),
     filesystem: t.filesystem, mountpoint: t.mountpoint, attach: t.attach ?? 'auto', keepAttached: t.keepAttached ?? false,
+    ioTimeoutSeconds: t.ioTimeoutSeconds ?? 30, ...(t.initiatorName ? { initiatorName: t.initiatorName } : {}),
   };
 }
 

@@ -37,6 +37,10 @@ export type TargetConfig =
     chap?: { user: string; secretFile: string };
     filesystem: 'ext4' | 'xfs'; mountpoint: string;
     attach: 'kernel' | 'userspace' | 'auto'; keepAttached: boolean;
+    /** Seconds the portal may be unreachable before a running job fails (default 30). */
+    ioTimeoutSeconds: number;
+    /** This machine's initiator IQN; default: the system's (kernel) or a drctl one (userspace). */
+    initiatorName?: string;
   };
 
 export interface HostConfig {

@@ -2,3 +2,5 @@ export type { TargetDriver, BlobInfo, ByteRange, TargetFactory } from './types.j
 export { BlobNotFoundError } from './types.js';
 export { LocalTarget, localTarget } from './local/local-target.js';
 export { openLocalTarget } from './registry.js';
+export { IscsiTarget } from './iscsi/index.js';
+export type { IscsiTargetConfig } from './iscsi/index.js';

@@ -31,7 +31,10 @@ export interface TargetDriver {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Remove an object. Throws BlobNotFoundError when it does not exist. */
   remove(key: string): Promise<void>;
+  /** Release the target (an iSCSI volume's last user detaches it). Called once, after the last use. */
   close(): Promise<void>;
+  /** Free space on the volume, when the target can tell (the free-space guard uses it). */
+  freeBytes?(): Promise<number>;
 }
 
 export class BlobNotFoundError extends Error {

@@ -29,7 +29,8 @@ export const statusCommand: CommandSpec<Opts> = {
       ctx.stdout.write(`policy ${p.name} → ${p.target}  (${p.schedule} ${p.timezone}; next run ${p.nextRun})${p.lastError ? `\n  last error: ${p.lastError}` : ''}\n`);
       for (const s of p.sources) {
         const age = s.ageSeconds === undefined ? 'no point yet' : `${duration(s.ageSeconds * 1000)} old`;
-        const flags = [s.lastPoint?.partial ? 'partial' : '', s.lastPoint?.fallback ? `fallback: ${s.lastPoint.fallback}` : ''].filter(Boolean).join(', ');
+        const flags = [s.lastPoint?.partial ? 'partial' : '', s.lastPoint?.fallback ? `fallback: ${s.lastPoint.fallback}` : '',
+          s.lastPoint?.placement?.fallbackFrom ? `on fallback target ${s.lastPoint.placement.target}: ${s.lastPoint.placement.reason ?? ''}` : ''].filter(Boolean).join(', ');
         ctx.stdout.write(`  ${s.rpo.met ? 'OK    ' : 'MISSED'} ${s.name} (${s.kind}): ${s.lastPoint ? `point ${s.lastPoint.id.slice(0, 12)} at ${s.lastPoint.time}, ` : ''}${age}${flags ? ` [${flags}]` : ''}\n`);
         if (s.running) ctx.stdout.write(`         running since ${s.running.startedAt ?? '?'}${s.running.doneBytes !== undefined ? `: ${bytes(s.running.doneBytes)}${s.running.totalBytes ? ` of ${bytes(s.running.totalBytes)}` : ''}` : ''}\n`);
         if (s.lastError) ctx.stdout.write(`         last run failed: ${s.lastError}\n`);

@@ -21,7 +21,7 @@ import type { Clock } from '../runtime/clock.js';
 import type { ProgressFn } from '../progress.js';
 import type { Repository } from '../repo/repository.js';
 import type { BlobWriter } from '../repo/blob-writer.js';
-import type { ItemError, Point } from '../repo/point.js';
+import type { ItemError, Placement, Point } from '../repo/point.js';
 import type { CdcParams } from '../repo/chunker-cdc.js';
 import { encodeTree, readTree, type TreeEntry } from '../repo/tree.js';
 import { InterruptedError, SourceError, errnoCode } from '../errors.js';
@@ -32,6 +32,8 @@ export interface BackupFolderOptions {
   name: string;
   /** Policy that runs this backup (recorded on the point). */
   policy?: string;
+  /** Which target the policy run wrote to (recorded on the point). */
+  placement?: Placement;
   /** Point to compare with for unchanged files; default: the newest 'files' point of `name` from the same folder. */
   parent?: Point;
   clock: Clock;
@@ -84,6 +86,7 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
     },
     errors: run.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
     ...(run.warnings.length ? { warnings: run.warnings } : {}),
+    ...(opts.placement ? { placement: opts.placement } : {}),
   });
 }
 

@@ -5,6 +5,7 @@
  * range are read; the others take the parent's entry, so the point is still a synthetic full.
  */
 import type { Repository, BlobWriter, DiskRecord, Point } from '../repo/index.js';
+import type { Placement } from '../repo/point.js';
 import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, hashOwned } from '../repo/index.js';
 import type { DiskSource, Extent } from '../hosts/types.js';
 import type { ProgressFn } from '../progress.js';
@@ -157,6 +158,8 @@ export interface ImageBackupOptions {
   name: string;
   /** Policy that runs this backup (recorded on the point). */
   policy?: string;
+  /** Which target the policy run wrote to (recorded on the point). */
+  placement?: Placement;
   clock: Clock;
   hostname: string;
   /** Changed guest ranges since the newest point of `name` (what RCT / dirty bitmaps give). */
@@ -204,6 +207,7 @@ export async function backupImage(repo: Repository, path: string, opts: ImageBac
         ? { mode: 'changed-extents' }
         : { mode: 'full-read', ...(r.fullReadReason ? { reason: r.fullReadReason } : {}) },
       ...(warnings.length ? { warnings } : {}),
+      ...(opts.placement ? { placement: opts.placement } : {}),
     });
   } finally {
     await src.close();

@@ -40,6 +40,8 @@ export interface JobRecord {
   /** Why a job was skipped, where a point went, etc. */
   note?: string;
   pid: number;
+  /** The target the job wrote to; with fallbackFrom and reason when it was the policy's fallback. */
+  placement?: { target: string; fallbackFrom?: string; reason?: string };
 }
 
 export interface CatalogPoint {
@@ -55,6 +57,8 @@ export interface CatalogPoint {
   partial: boolean;
   fallback?: string;
   warnings: number;
+  /** Set when the point went to a policy's fallback target. */
+  placement?: { target: string; fallbackFrom?: string; reason?: string };
 }
 
 export interface PolicyState {

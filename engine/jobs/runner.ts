@@ -14,7 +14,8 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { Clock } from '../runtime/clock.js';
 import type { Catalog, CatalogPoint, JobRecord } from '../catalog/catalog.js';
 import { Repository } from '../repo/repository.js';
-import type { Point } from '../repo/point.js';
+import type { Placement, Point } from '../repo/point.js';
+import { checkFreeSpace } from './space-guard.js';
 import { forgetPoints, type RetentionFn } from './forget.js';
 import { pruneRepository } from '../repo/prune.js';
 import { NotARepositoryError, UsageError, isDrError } from '../errors.js';
@@ -130,14 +131,17 @@ export class JobRunner {
       const started = clock.now();
       await this.patch(job, { state: 'running', startedAt: started.toISOString() });
       this.deps.log(`policy ${policy.name}: backing up ${source.name} to ${policy.target}`);
+      let repo: Repository | undefined;
       try {
-        const repo = await this.openRepository(policy.target);
-        const point = await this.backupSource(repo, policy, source, job);
+        const opened = await this.openForJob(policy, job);
+        repo = opened.repo;
+        await checkFreeSpace(repo, opened.placement.target, { name: source.name, policy: policy.name });
+        const point = await this.backupSource(repo, policy, source, job, opened.placement);
         const partial = point.errors.length > 0;
         const fin = this.finished(job, partial ? 'partial' : 'ok', { pointId: point.id, bytesRead: point.stats.readBytes, bytesNew: point.stats.newBytes });
         Object.assign(job, fin);
         await catalog.update((d) => {
-          d.points.push(catalogPoint(point, policy.target, repo.location));
+          d.points.push(catalogPoint(point, opened.placement.target, repo?.location ?? ''));
           const j = d.jobs.find((x) => x.id === job.id);
           if (j) Object.assign(j, fin);
         });
@@ -155,11 +159,34 @@ export class JobRunner {
         });
         this.deps.log(`policy ${policy.name}: ${source.name} ${job.state}: ${message}`);
         return { job };
+      } finally {
+        // Gives an iSCSI volume back: the last job using it detaches it.
+        await repo?.target.close().catch((e: unknown) => this.deps.log(`target ${job.placement?.target ?? policy.target}: release failed: ${describe(e)}`));
       }
     }));
   }
 
-  private async backupSource(repo: Repository, policy: JobPolicy, source: JobSource, job: JobRecord): Promise<Point> {
+  /**
+   * The repository of the policy's target; when that cannot be opened (an iSCSI volume that does
+   * not attach, a missing folder) and the policy names a fallbackTarget, the fallback's. The
+   * placement says which, and why, on the job record and on the point.
+   */
+  private async openForJob(policy: JobPolicy, job: JobRecord): Promise<{ repo: Repository; placement: Placement }> {
+    try {
+      const repo = await this.openRepository(policy.target);
+      await this.patch(job, { placement: { target: policy.target } });
+      return { repo, placement: { target: policy.target } };
+    } catch (e) {
+      if (!policy.fallbackTarget || this.jobAbort.signal.aborted) throw e;
+      const reason = describe(e);
+      this.deps.log(`policy ${policy.name}: target ${policy.target} unavailable (${reason}); using fallback target ${policy.fallbackTarget}`);
+      const placement: Placement = { target: policy.fallbackTarget, fallbackFrom: policy.target, reason };
+      await this.patch(job, { placement, note: `on fallback target ${policy.fallbackTarget}: ${reason}` });
+      return { repo: await this.openRepository(policy.fallbackTarget), placement };
+    }
+  }
+
+  private async backupSource(repo: Repository, policy: JobPolicy, source: JobSource, job: JobRecord, placement: Placement): Promise<Point> {
     const lock = await repo.lock('shared', `drctl backup ${source.name} (policy ${policy.name})`, { waitMs: 30 * 60_000, signal: this.jobAbort.signal });
     let lastProgress = 0;
     const onProgress = (p: { doneBytes: number; totalBytes: number }): void => {
@@ -168,7 +195,7 @@ export class JobRunner {
       lastProgress = now;
       void this.patch(job, { progress: { doneBytes: p.doneBytes, totalBytes: p.totalBytes } }).catch(() => undefined);
     };
-    const common = { name: source.name, policy: policy.name, clock: this.deps.clock, hostname: this.deps.hostname, signal: this.jobAbort.signal, onProgress };
+    const common = { name: source.name, policy: policy.name, placement, clock: this.deps.clock, hostname: this.deps.hostname, signal: this.jobAbort.signal, onProgress };
     try {
       switch (source.kind) {
         case 'image':
@@ -217,7 +244,7 @@ export class JobRunner {
       const r = await pruneRepository(repo, {
         repackThreshold: this.deps.repackThreshold ?? 0.25, lockWaitMs: 60 * 60_000, signal: this.jobAbort.signal,
         log: (line) => this.deps.log(`prune ${policy.target}: ${line}`),
-      });
+      }).finally(() => repo.target.close());
       await catalog.update((d) => {
         const j = d.jobs.find((x) => x.id === job.id);
         if (j) Object.assign(j, this.finished(j, 'ok', { note: `freed ${r.bytesFreed} bytes, ${r.packsDeleted + r.packsRepacked + r.unindexedPacksDeleted} packs` }));
@@ -276,6 +303,7 @@ export function catalogPoint(p: Point, target: string, repo: string): CatalogPoi
     id: p.id, target, repo, name: p.name, ...(p.policy ? { policy: p.policy } : {}), kind: p.kind, time: p.time,
     logicalBytes: p.stats.logicalBytes, storedNewBytes: p.stats.storedNewBytes, partial: p.errors.length > 0,
     ...(p.fallback ? { fallback: p.fallback.reason } : {}), warnings: p.warnings?.length ?? 0,
+    ...(p.placement?.fallbackFrom ? { placement: p.placement } : {}),
   };
 }
 

@@ -10,7 +10,7 @@ import type { JobPolicy } from './runner.js';
 export interface SourceStatus {
   name: string;
   kind: string;
-  lastPoint?: { id: string; time: string; partial: boolean; fallback?: string };
+  lastPoint?: { id: string; time: string; partial: boolean; fallback?: string; placement?: { target: string; fallbackFrom?: string; reason?: string } };
   /** Seconds since the newest point. */
   ageSeconds?: number;
   /** The schedule's interval around now, and whether the newest point is recent enough. */
@@ -62,7 +62,7 @@ export function computeStatus(policies: JobPolicy[], data: CatalogData, now: Dat
         const lastEnded = jobs.filter((j) => j.endedAt).at(-1);
         return {
           name: s.name, kind: s.kind,
-          ...(last ? { lastPoint: { id: last.id, time: last.time, partial: last.partial, ...(last.fallback ? { fallback: last.fallback } : {}) } } : {}),
+          ...(last ? { lastPoint: { id: last.id, time: last.time, partial: last.partial, ...(last.fallback ? { fallback: last.fallback } : {}), ...(last.placement ? { placement: last.placement } : {}) } } : {}),
           ...(age !== undefined ? { ageSeconds: Math.round(age) } : {}),
           rpo: { intervalSeconds: interval, met: age !== undefined && age <= interval + grace },
           ...(run ? { running: { jobId: run.id, startedAt: run.startedAt, doneBytes: run.progress?.doneBytes, totalBytes: run.progress?.totalBytes } } : {}),

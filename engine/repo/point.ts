@@ -53,6 +53,14 @@ export interface PointManifest {
   /** Set when a file-level request was served VM-level (Linux guests). */
   fallback?: { reason: string };
   warnings?: string[];
+  /** Where a policy run put the point: its target, and when that is the fallback, from which target and why. */
+  placement?: Placement;
+}
+
+export interface Placement {
+  target: string;
+  fallbackFrom?: string;
+  reason?: string;
 }
 
 export interface Point extends PointManifest {

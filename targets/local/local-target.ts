@@ -107,6 +107,7 @@ export class LocalTarget implements TargetDriver {
     for (const ent of entries) {
       const key = dirKey ? `${dirKey}/${ent.name}` : ent.name;
       if (key === 'tmp') continue; // temp files of writes in progress
+      if (key === 'lost+found') continue; // ext4's, at the root of a volume that holds the repository
       if (ent.isDirectory()) {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
       } else if (ent.isFile() && key.startsWith(prefix)) {
@@ -126,6 +127,12 @@ export class LocalTarget implements TargetDriver {
   }
 
   async close(): Promise<void> {}
+
+  /** Bytes an unprivileged writer can still use on the volume. */
+  async freeBytes(): Promise<number> {
+    const st = await fsp.statfs(this.location);
+    return st.bavail * st.bsize;
+  }
 
   private async isFull(): Promise<boolean> {
     try {

@@ -1,0 +1,202 @@
+/**
+ * `drctl target test|attach|detach|format|df NAME`: the volumes of the config folder. Attaching
+ * is shared with jobs through the attach state in the state folder (targets/iscsi/volume.ts):
+ * `attach` keeps the volume attached until `detach`; jobs attach and detach on their own.
+ */
+import { statfs } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { loadConfig, type TargetConfig } from '../../policies/config.js';
+import { ExitCode, UsageError } from '../../engine/errors.js';
+import { execFile } from '../../engine/runtime/exec.js';
+import {
+  acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, withBlockDevice,
+  IscsiAttachError, type IscsiTargetConfig,
+} from '../../targets/iscsi/index.js';
+import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
+import { configDir, type ConfigOptions } from '../config-option.js';
+import { stateDir, type StateOptions } from '../wiring.js';
+import { bytes } from '../format.js';
+import type { CommandSpec } from '../command.js';
+
+type Opts = ConfigOptions & StateOptions & OutputOptions & { format?: boolean; force?: boolean };
+
+async function loadTarget(ctx: CliContext, opts: Opts, name: string | undefined): Promise<TargetConfig> {
+  const dir = configDir(ctx, opts);
+  const config = await loadConfig(dir);
+  const t = name ? config.targets.get(name) : undefined;
+  if (!t) {
+    const bad = config.problems.find((p) => p.file.endsWith(`/targets/${name}.yaml`) || p.file.endsWith(`/targets/${name}.yml`));
+    if (bad) throw new UsageError(`target ${name}: ${bad.file}:${bad.line}:${bad.column}: ${bad.path ? `${bad.path}: ` : ''}${bad.message}`, bad.fix ?? 'run `drctl policy validate` for every problem');
+    throw new UsageError(`target ${name ?? ''} is not defined in ${dir}/targets`,
+      config.targets.size ? `known targets: ${[...config.targets.keys()].join(', ')}` : `create ${dir}/targets/${name}.yaml (see README, "Targets: local and iSCSI")`);
+  }
+  return t;
+}
+
+function iscsiOnly(t: TargetConfig, verb: string): IscsiTargetConfig {
+  if (t.type !== 'iscsi') throw new UsageError(`target ${t.name} is a local folder (${t.path}): there is nothing to ${verb}`, 'target attach/detach/format apply to iSCSI targets');
+  return t;
+}
+
+async function space(path: string): Promise<{ sizeBytes: number; freeBytes: number; usedBytes: number }> {
+  const st = await statfs(path);
+  return { sizeBytes: st.blocks * st.bsize, freeBytes: st.bavail * st.bsize, usedBytes: (st.blocks - st.bfree) * st.bsize };
+}
+
+/** Run fn with the volume mounted: joins an existing attach, else attaches for the duration. */
+async function withMounted<T>(t: IscsiTargetConfig, state: string, fn: () => Promise<T>): Promise<T> {
+  const lease = await acquireVolume(t, state);
+  try {
+    return await fn();
+  } finally {
+    await lease.release();
+  }
+}
+
+const common = { options: [] as { flags: string; description: string }[] };
+
+export const targetTestCommand: CommandSpec<Opts> = {
+  name: 'target test', args: '<name>', ...common,
+  summary: 'check a target: portal reachable, CHAP login, LUN size, filesystem and free space',
+  exitCodes: '0 all checks passed · 1 a check failed (named) · 2 unknown or invalid target',
+  async run(ctx, opts, args) {
+    const t = await loadTarget(ctx, opts, args[0]);
+    if (t.type === 'local') {
+      const r = await space(t.path).then((s) => ({ ok: true, ...s }), (e: Error) => ({ ok: false, error: e.message }));
+      if (opts.json) printJson(ctx, { target: t.name, type: 'local', path: t.path, ...r });
+      else say(ctx, opts, r.ok && 'freeBytes' in r ? `target ${t.name}: local folder ${t.path}, ${bytes(r.freeBytes)} free of ${bytes(r.sizeBytes)}` : `target ${t.name}: ${t.path} - ${'error' in r ? r.error : ''}`);
+      return r.ok ? ExitCode.ok : ExitCode.failed;
+    }
+    const report: Record<string, unknown> = { target: t.name, type: 'iscsi', portal: t.portal, iqn: t.iqn, lun: t.lun };
+    const started = Date.now();
+    const reach = await tcpProbe(t.portal);
+    Object.assign(report, { reachable: !reach, connectMs: Date.now() - started, ...(reach ? { error: `portal ${t.portal} unreachable (${reach})` } : {}) });
+    if (!reach) {
+      try {
+        report.strategy = await chooseStrategy(t);
+        const already = await attachedState(t, stateDir(ctx, opts));
+        report.attached = !!already;
+        const info = already
+          ? { filesystem: t.filesystem, sizeBytes: await deviceSize(already.device) }
+          : await withBlockDevice(t, stateDir(ctx, opts), async (device) => ({ filesystem: await probeDevice(device), sizeBytes: await deviceSize(device) }));
+        report.login = 'ok';
+        report.chap = t.chap ? 'accepted' : 'not configured';
+        report.filesystem = info.filesystem || 'none';
+        report.sizeBytes = info.sizeBytes;
+        if (info.filesystem === t.filesystem) {
+          const s = await withMounted(t, stateDir(ctx, opts), () => space(t.mountpoint));
+          Object.assign(report, { freeBytes: s.freeBytes, filesystemBytes: s.sizeBytes });
+        }
+      } catch (e) {
+        report.login = /authentication failed/.test((e as Error).message) ? 'authentication failed' : 'failed';
+        report.error = (e as Error).message;
+      }
+    }
+    const ok = !report.error && report.filesystem === t.filesystem;
+    if (!report.error && report.filesystem !== t.filesystem) report.error = `LUN holds ${String(report.filesystem)}, expected ${t.filesystem} - format it with \`drctl target format ${t.name} --format\``;
+    if (opts.json) printJson(ctx, { ...report, ok });
+    else {
+      say(ctx, opts, `target ${t.name}: portal ${t.portal} ${report.reachable ? `reachable (${String(report.connectMs)} ms)` : 'UNREACHABLE'}`);
+      if (report.login) say(ctx, opts, `  login ${String(report.login)} (CHAP ${t.chap ? `user ${t.chap.user}` : 'off'}, ${String(report.strategy)} attach)`);
+      if (report.sizeBytes !== undefined) say(ctx, opts, `  LUN ${t.lun}: ${bytes(Number(report.sizeBytes))}, filesystem ${String(report.filesystem)}${report.freeBytes !== undefined ? `, ${bytes(Number(report.freeBytes))} free` : ''}`);
+      if (report.error) ctx.stderr.write(`drctl: target ${t.name}: ${String(report.error).replace(`target ${t.name}: `, '')}\n`);
+    }
+    return ok ? ExitCode.ok : ExitCode.failed;
+  },
+};
+
+async function deviceSize(device: string): Promise<number | undefined> {
+  const r = await execFile('blockdev', ['--getsize64', device]);
+  return r.code === 0 ? Number(r.stdout.trim()) : undefined;
+}
+
+function tcpProbe(portal: string): Promise<string | undefined> {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(portal);
+  return new Promise((resolve) => {
+    const sock = connect({ host: m?.[1] ?? m?.[2] ?? portal, port: Number(m?.[3]) });
+    const done = (why: string | undefined): void => {
+      sock.destroy();
+      resolve(why);
+    };
+    sock.setTimeout(5000, () => done('no answer within 5 s'));
+    sock.once('connect', () => done(undefined));
+    sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message));
+  });
+}
+
+export const targetAttachCommand: CommandSpec<Opts> = {
+  name: 'target attach', args: '<name>', ...common,
+  summary: 'attach an iSCSI target: log in, check the filesystem and mount it (stays attached until `target detach`)',
+  exitCodes: '0 attached (or already attached) · 1 attach failed (authentication, portal, filesystem) · 2 unknown or invalid target',
+  async run(ctx, opts, args) {
+    const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'attach');
+    const lease = await acquireVolume(t, stateDir(ctx, opts), { manual: true });
+    const s = await space(t.mountpoint);
+    const info = { target: t.name, attached: true, strategy: lease.state.strategy, device: lease.state.device, mountpoint: t.mountpoint, ...s };
+    if (opts.json) printJson(ctx, info);
+    else say(ctx, opts, `target ${t.name}: LUN ${t.lun} of ${t.iqn} at ${t.portal} mounted on ${t.mountpoint} (${lease.state.strategy}, ${lease.state.device}), ${bytes(s.freeBytes)} free of ${bytes(s.sizeBytes)}`);
+    return ExitCode.ok;
+  },
+};
+
+export const targetDetachCommand: CommandSpec<Opts> = {
+  name: 'target detach', args: '<name>',
+  options: [{ flags: '--force', description: 'detach even while jobs use the volume (they fail)' }],
+  summary: 'unmount and log out of an iSCSI target; safe after a crash (cleans up what is left)',
+  exitCodes: '0 detached (or was not attached) · 1 in use by a running job, or cleanup failed · 2 unknown or invalid target',
+  async run(ctx, opts, args) {
+    const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'detach');
+    const r = await detachVolume(t, stateDir(ctx, opts), { force: !!opts.force });
+    if (opts.json) printJson(ctx, { target: t.name, detached: true, wasAttached: r.wasAttached });
+    else say(ctx, opts, r.wasAttached ? `target ${t.name}: detached` : `target ${t.name}: was not attached`);
+    return ExitCode.ok;
+  },
+};
+
+export const targetFormatCommand: CommandSpec<Opts> = {
+  name: 'target format', args: '<name>',
+  options: [
+    { flags: '--format', description: 'really create the filesystem (required: formatting erases the LUN)' },
+    { flags: '--force', description: 'also when the LUN already holds a filesystem or partition table (erases it)' },
+  ],
+  summary: 'create the target\'s filesystem (ext4 or xfs) on its LUN; refuses a LUN that holds data unless --force',
+  exitCodes: '0 formatted · 1 attach or mkfs failed · 2 no --format, the LUN holds data (no --force), attached, or unknown target',
+  async run(ctx, opts, args) {
+    const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'format');
+    if (!opts.format) throw new UsageError(`target ${t.name}: formatting erases LUN ${t.lun} of ${t.iqn} at ${t.portal} - nothing was done`, `add --format to create an empty ${t.filesystem} filesystem`);
+    const result = await withBlockDevice(t, stateDir(ctx, opts), async (device) => {
+      const found = await probeDevice(device);
+      if (found && !opts.force) {
+        throw new UsageError(`target ${t.name}: LUN ${t.lun} of ${t.iqn} already holds ${found} - refusing to format it`, 'add --force to erase it (every point on it is lost)');
+      }
+      if (found) await mustRun(t, 'wipefs', ['--all', '--quiet', device]);
+      if (t.filesystem === 'ext4') await mustRun(t, 'mkfs.ext4', ['-F', '-q', '-L', 'drctl', '-E', 'nodiscard', device]);
+      else await mustRun(t, 'mkfs.xfs', ['-f', '-q', '-K', '-L', 'drctl', device]);
+      return { erased: found || undefined, sizeBytes: await deviceSize(device) };
+    });
+    if (opts.json) printJson(ctx, { target: t.name, formatted: true, filesystem: t.filesystem, ...result });
+    else say(ctx, opts, `target ${t.name}: LUN ${t.lun} formatted ${t.filesystem}${result.erased ? ` (erased ${result.erased})` : ''}${result.sizeBytes ? `, ${bytes(result.sizeBytes)}` : ''}; \`drctl target attach ${t.name}\` mounts it`);
+    return ExitCode.ok;
+  },
+};
+
+async function mustRun(t: IscsiTargetConfig, cmd: string, args: string[]): Promise<void> {
+  const r = await execFile(cmd, args);
+  if (r.code !== 0) throw new IscsiAttachError(`target ${t.name}: ${cmd} failed - ${(r.stderr || r.stdout).trim().split('\n').at(-1) ?? ''}`, 'check the LUN with `drctl target test`');
+}
+
+export const targetDfCommand: CommandSpec<Opts> = {
+  name: 'target df', args: '<name>', ...common,
+  summary: 'size, used and free space of a target\'s volume (attaches an iSCSI target for the moment if needed)',
+  exitCodes: '0 shown · 1 attach failed · 2 unknown or invalid target',
+  async run(ctx, opts, args) {
+    const t = await loadTarget(ctx, opts, args[0]);
+    const path = t.type === 'local' ? t.path : t.mountpoint;
+    const s = t.type === 'local' ? await space(t.path) : await withMounted(t, stateDir(ctx, opts), () => space(t.mountpoint));
+    if (opts.json) printJson(ctx, { target: t.name, path, ...s });
+    else say(ctx, opts, `target ${t.name} (${path}): ${bytes(s.sizeBytes)} size, ${bytes(s.usedBytes)} used, ${bytes(s.freeBytes)} free`);
+    return ExitCode.ok;
+  },
+};
+
+export const targetCommands = [targetTestCommand, targetAttachCommand, targetDetachCommand, targetFormatCommand, targetDfCommand];
