@@ -4,12 +4,11 @@
  * `attach` keeps the volume attached until `detach`; jobs attach and detach on their own.
  */
 import { statfs } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { loadConfig, type TargetConfig } from '../../policies/config.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import { execFile } from '../../engine/runtime/exec.js';
 import {
-  acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, withBlockDevice,
+  acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, probePortal, withBlockDevice,
   IscsiAttachError, type IscsiTargetConfig,
 } from '../../targets/iscsi/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
@@ -69,7 +68,7 @@ export const targetTestCommand: CommandSpec<Opts> = {
     }
     const report: Record<string, unknown> = { target: t.name, type: 'iscsi', portal: t.portal, iqn: t.iqn, lun: t.lun };
     const started = Date.now();
-    const reach = await tcpProbe(t.portal);
+    const reach = await probePortal(t.portal, 5000);
     Object.assign(report, { reachable: !reach, connectMs: Date.now() - started, ...(reach ? { error: `portal ${t.portal} unreachable (${reach})` } : {}) });
     if (!reach) {
       try {
@@ -108,20 +107,6 @@ export const targetTestCommand: CommandSpec<Opts> = {
 async function deviceSize(device: string): Promise<number | undefined> {
   const r = await execFile('blockdev', ['--getsize64', device]);
   return r.code === 0 ? Number(r.stdout.trim()) : undefined;
-}
-
-function tcpProbe(portal: string): Promise<string | undefined> {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(portal);
-  return new Promise((resolve) => {
-    const sock = connect({ host: m?.[1] ?? m?.[2] ?? portal, port: Number(m?.[3]) });
-    const done = (why: string | undefined): void => {
-      sock.destroy();
-      resolve(why);
-    };
-    sock.setTimeout(5000, () => done('no answer within 5 s'));
-    sock.once('connect', () => done(undefined));
-    sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message));
-  });
 }
 
 export const targetAttachCommand: CommandSpec<Opts> = {

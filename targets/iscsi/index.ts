@@ -9,4 +9,4 @@ export type { IscsiTargetConfig, AttachState } from './types.js';
 export { IscsiTarget } from './iscsi-target.js';
 export { acquireVolume, attachedState, chooseStrategy, detachVolume, readSecret, withBlockDevice, targetStateDir } from './volume.js';
 export { IscsiAttachError, IscsiAuthError, IscsiPortalLostError } from './errors.js';
-export { probeDevice } from './system.js';
+export { probeDevice, probePortal } from './system.js';

@@ -3,6 +3,7 @@
  * fsck, mount/umount, loop devices, process checks. Every failure names the target.
  */
 import { readFile, mkdir } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { execFile, type ExecResult } from '../../engine/runtime/exec.js';
 import { IscsiAttachError } from './errors.js';
 import type { IscsiTargetConfig } from './types.js';
@@ -98,4 +99,19 @@ export async function pidRuns(pid: number | undefined, name: string): Promise<bo
   if (!pid || !pidAlive(pid)) return false;
   const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   return cmd.split('\0')[0]?.endsWith(name) ?? false;
+}
+
+/** undefined when a TCP connection to host:port opens, else why not ("connection refused"). */
+export function probePortal(portal: string, timeoutMs: number): Promise<string | undefined> {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(portal);
+  return new Promise((resolve) => {
+    const sock = connect({ host: m?.[1] ?? m?.[2] ?? portal, port: Number(m?.[3]) });
+    const done = (why: string | undefined): void => {
+      sock.destroy();
+      resolve(why);
+    };
+    sock.setTimeout(timeoutMs, () => done(`no answer within ${timeoutMs / 1000} s`));
+    sock.once('connect', () => done(undefined));
+    sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message));
+  });
 }

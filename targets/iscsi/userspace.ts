@@ -14,7 +14,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from '../../engine/runtime/exec.js';
 import { IscsiAttachError, IscsiAuthError } from './errors.js';
-import { mountTable, oneLine, pidRuns, run } from './system.js';
+import { mountTable, oneLine, pidRuns, probePortal } from './system.js';
 import { DEFAULT_INITIATOR, parsePortal, type BlockAttachment, type IscsiTargetConfig } from './types.js';
 
 export const QSD = 'qemu-storage-daemon';
@@ -37,6 +37,10 @@ export function qsdArgs(t: IscsiTargetConfig, exportFile: string, pidFile: strin
 }
 
 export async function attachUserspace(t: IscsiTargetConfig, runDir: string, secret: string | undefined): Promise<BlockAttachment> {
+  const unreachable = await probePortal(t.portal, 5000);
+  if (unreachable) {
+    throw new IscsiAttachError(`target ${t.name}: portal ${t.portal} is unreachable (${unreachable})`, `check that the storage is up and that ${t.portal} is reachable from this machine`);
+  }
   await mkdir(runDir, { recursive: true, mode: 0o700 });
   const exportFile = join(runDir, 'lun.raw');
   const pidFile = join(runDir, 'qsd.pid');

@@ -9,9 +9,8 @@
  * returns EIO and the job ends with the watchdog's message. The kernel strategy gets the same
  * bound from node.session.timeo.replacement_timeout (kernel.ts).
  */
-import { connect } from 'node:net';
 import { IscsiPortalLostError } from './errors.js';
-import { pidAlive } from './system.js';
+import { pidAlive, probePortal } from './system.js';
 import { killQsd } from './userspace.js';
 import { parsePortal, type AttachState, type IscsiTargetConfig } from './types.js';
 
@@ -52,7 +51,7 @@ export class PortalWatchdog {
         this.trip(`qemu-storage-daemon (pid ${this.state.qsdPid}) serving ${this.t.iqn} from ${this.t.portal} exited`);
         return;
       }
-      const err = await probe(this.t.portal, Math.min(2000, this.t.ioTimeoutSeconds * 1000));
+      const err = await probePortal(this.t.portal, Math.min(2000, this.t.ioTimeoutSeconds * 1000));
       const now = Date.now();
       if (!err) {
         this.downSince = undefined;
@@ -68,19 +67,4 @@ export class PortalWatchdog {
       this.probing = false;
     }
   }
-}
-
-/** undefined when a TCP connection to the portal opens, else why not. */
-function probe(portal: string, timeoutMs: number): Promise<string | undefined> {
-  const { host, port } = parsePortal(portal);
-  return new Promise((resolve) => {
-    const sock = connect({ host, port });
-    const done = (why: string | undefined): void => {
-      sock.destroy();
-      resolve(why);
-    };
-    sock.setTimeout(timeoutMs, () => done(`no answer within ${timeoutMs} ms`));
-    sock.once('connect', () => done(undefined));
-    sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message));
-  });
 }
