@@ -13,7 +13,17 @@ declare -A NEED=(
   [losetup]=mount
   [python3]=python3         # benchmark dataset generator
   [restic]=restic           # tests: retention is checked against restic's own forget
+  # iSCSI targets: tgtd serves test LUNs; the userspace attach is qemu-storage-daemon (qemu-system-common)
+  # with the libiscsi block driver (qemu-block-extra) exported through FUSE (fuse3); open-iscsi is
+  # the kernel attach strategy; xfsprogs for filesystem: xfs
+  [tgtd]=tgt
+  [qemu-storage-daemon]=qemu-system-common
+  [fusermount3]=fuse3
+  [mkfs.xfs]=xfsprogs
+  [iscsiadm]=open-iscsi
 )
+# a file, not a command: qemu's libiscsi block driver
+[ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || ls /usr/lib/*/qemu/block-iscsi.so >/dev/null 2>&1 || NEED+=([qemu-block-iscsi]=qemu-block-extra)
 if [ "${1:-}" = "--bench" ]; then
   NEED+=([borg]=borgbackup [bc]=bc [rsync]=rsync [zstd]=zstd)
   [ -x /usr/bin/time ] || NEED+=([gnu-time]=time)
@@ -21,7 +31,7 @@ fi
 
 missing=()
 for cmd in "${!NEED[@]}"; do
-  if [ "$cmd" = gnu-time ] || ! command -v "$cmd" >/dev/null 2>&1; then missing+=("${NEED[$cmd]}"); fi
+  if [ "$cmd" = gnu-time ] || [ "$cmd" = qemu-block-iscsi ] || ! command -v "$cmd" >/dev/null 2>&1; then missing+=("${NEED[$cmd]}"); fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2

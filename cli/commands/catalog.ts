@@ -22,8 +22,17 @@ export const catalogRebuildCommand: CommandSpec<Opts> = {
     const config = await loadConfig(configDir(ctx, opts));
     const sources: { target: string; open: () => Promise<Repository> }[] = [];
     for (const t of config.targets.values()) {
-      if (t.type !== 'local') continue;
-      sources.push({ target: t.name, open: async () => Repository.open(await openTargetConfig(t), { clock: ctx.clock }) });
+      // An iSCSI target is attached for the moment (or an existing attach joined) and given back below.
+      sources.push({
+        target: t.name,
+        open: async () => {
+          const driver = await openTargetConfig(t, stateDir(ctx, opts));
+          return Repository.open(driver, { clock: ctx.clock }).catch(async (e: unknown) => {
+            await driver.close();
+            throw e;
+          });
+        },
+      });
     }
     const extra = opts.repo ?? ctx.env.DRCTL_REPO;
     if (extra) sources.push({ target: resolve(extra), open: async () => Repository.open(await openLocalTarget(resolve(extra)), { clock: ctx.clock }) });
@@ -38,7 +47,7 @@ export const catalogRebuildCommand: CommandSpec<Opts> = {
         perTarget.push({ target: s.target, points: 0, skipped: (e as Error).message });
         continue;
       }
-      const { points: ps, damaged } = await repo.listPoints();
+      const { points: ps, damaged } = await repo.listPoints().finally(() => repo.target.close());
       for (const id of damaged) ctx.stderr.write(`warning: point file ${id.slice(0, 12)} in ${repo.location} is damaged and was skipped - run \`drctl check\`\n`);
       for (const p of ps) points.push(catalogPoint(p, s.target, repo.location));
       perTarget.push({ target: s.target, location: repo.location, points: ps.length });
