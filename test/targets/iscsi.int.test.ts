@@ -94,7 +94,7 @@ test('tgtd stopped mid-backup: the job fails within the I/O timeout; after resta
   await lab.tgtd.stop();
   const code = await exited;
   const seconds = (Date.now() - stoppedAt) / 1000;
-  t.log(`job failed ${seconds.toFixed(1)} s after tgtd was killed (ioTimeoutSeconds 4)`);
+  t.log(`job failed ${seconds.toFixed(1)} s after tgtd was killed (ioTimeoutSeconds 4): ${stderr.trim().split('\n').at(-1) ?? ''}`);
   t.is(code, 1);
   t.true(seconds < 20, `bounded: ${seconds} s`);
   t.regex(stderr, new RegExp(`target san1: .*(portal ${lab.tgtd.portal.replace(/\./g, '\\.')} unreachable|I/O error .* at ${lab.tgtd.portal.replace(/\./g, '\\.')})`));
@@ -151,3 +151,36 @@ async function packCount(mountpoint: string): Promise<number> {
   for (const d of dirs) n += (await readdir(join(mountpoint, 'data', d)).catch(() => [])).length;
   return n;
 }
+
+test('concurrent jobs share one attach and the last detaches; after a killed job, detach cleans up', async (t) => {
+  if (!requireTools(t, ...ISCSI_TOOLS, 'head')) return;
+  const lab = await iscsiLab(t, { lunBytes: 512 * MiB });
+  t.is((await lab.run(['target', 'format', 'san1', '--format'])).code, 0);
+  for (const n of ['a', 'b']) {
+    await execFile('sh', ['-c', `head -c ${48 * MiB} /dev/urandom > ${join(lab.dir, `${n}.raw`)}`]);
+    await lab.writePolicy(n, `name: ${n}\ntarget: san1\nsources:\n  - image: ${join(lab.dir, `${n}.raw`)}\n    name: ${n}\nretention: { generations: 5 }\n`);
+  }
+  const [ra, rb] = await Promise.all([lab.run(['backup', '--policy', 'a']), lab.run(['backup', '--policy', 'b'])]);
+  t.is(ra.code, 0, ra.stderr);
+  t.is(rb.code, 0, rb.stderr);
+  t.deepEqual(await leftovers(lab), [], 'the last of the two jobs detached');
+
+  const child = lab.start(['backup', '--policy', 'a']);
+  const exited = new Promise((res) => child.on('close', res));
+  const stateFile = join(lab.state, 'targets', 'san1', 'attach.json');
+  for (let i = 0; i < 3000; i++) {
+    const users = await readFile(stateFile, 'utf8').then((s) => (JSON.parse(s) as { users: number[] }).users, () => [] as number[]);
+    if (users.includes(child.pid as number)) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  t.not((await leftovers(lab)).length, 0, 'a killed job leaves the volume attached');
+  const d = await lab.run(['target', 'detach', 'san1']);
+  t.is(d.code, 0, d.stderr);
+  t.deepEqual(await leftovers(lab), []);
+  t.is((await lab.run(['target', 'attach', 'san1'])).code, 0);
+  const points = json<{ name: string }[]>(await lab.run(['points', '--target', 'san1', '--json']));
+  t.deepEqual(points.map((p) => p.name).sort(), ['a', 'b']);
+  t.is((await lab.run(['check', '--target', 'san1'])).code, 0);
+});
