@@ -72,12 +72,12 @@ test('a wrong CHAP secret fails clearly with exit 1 and leaves nothing mounted',
 
 test('tgtd stopped mid-backup: the job fails within the I/O timeout; after restart check passes and the older point restores', async (t) => {
   if (!requireTools(t, ...ISCSI_TOOLS, 'head')) return;
-  const lab = await iscsiLab(t, { ioTimeoutSeconds: 4, lunBytes: 1024 * MiB });
+  const lab = await iscsiLab(t, { ioTimeoutSeconds: 4, lunBytes: 512 * MiB });
   t.is((await lab.run(['target', 'format', 'san1', '--format'])).code, 0);
   const small = join(lab.dir, 'small.raw');
   await makeRawImage(small, 8 * MiB, [{ offset: 0, data: seededBytes('small', 6 * MiB) }]);
   const big = join(lab.dir, 'big.raw');
-  await execFile('sh', ['-c', `head -c ${600 * MiB} /dev/urandom > ${big}`]);
+  await execFile('sh', ['-c', `head -c ${256 * MiB} /dev/urandom > ${big}`]);
   await lab.writePolicy('small', `name: small\ntarget: san1\nsources:\n  - image: ${small}\n    name: small\nretention: { generations: 5 }\n`);
   await lab.writePolicy('big', `name: big\ntarget: san1\nsources:\n  - image: ${big}\n    name: big\nretention: { generations: 5 }\n`);
   const first = await lab.run(['backup', '--policy', 'small']);
