@@ -182,7 +182,11 @@ export class JobRunner {
       this.deps.log(`policy ${policy.name}: target ${policy.target} unavailable (${reason}); using fallback target ${policy.fallbackTarget}`);
       const placement: Placement = { target: policy.fallbackTarget, fallbackFrom: policy.target, reason };
       await this.patch(job, { placement, note: `on fallback target ${policy.fallbackTarget}: ${reason}` });
-      return { repo: await this.openRepository(policy.fallbackTarget), placement };
+      try {
+        return { repo: await this.openRepository(policy.fallbackTarget), placement };
+      } catch (e2) {
+        throw new Error(`${reason}; the fallback target ${policy.fallbackTarget} failed too: ${describe(e2)}`, { cause: e2 });
+      }
     }
   }
 
