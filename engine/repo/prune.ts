@@ -119,7 +119,11 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
     }
 
     // 2. repack
-    const copied = await repackPacks(repo, [...repack], opts);
+    const { copied, written } = await repackPacks(repo, [...repack], opts);
+    for (const id of written) {
+      drop.delete(id);
+      repack.delete(id);
+    }
 
     // 3. sweep
     const tEx = Date.now();
@@ -213,10 +217,14 @@ async function packUsage(repo: Repository, sizes: Map<string, number>): Promise<
   return usage;
 }
 
-/** Copy the live blobs of `packs` into new packs, verifying each. Returns the hashes copied. */
-async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions): Promise<Set<string>> {
+/**
+ * Copy the live blobs of `packs` into new packs, verifying each. Returns the hashes copied and
+ * the ids of the packs written (an id can equal one of `packs` when a killed prune already
+ * wrote the same pack: that one must then stay).
+ */
+async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions): Promise<{ copied: Set<string>; written: Set<string> }> {
   const copied = new Set<string>();
-  if (packs.length === 0) return copied;
+  if (packs.length === 0) return { copied, written: new Set() };
   const writer = repo.newWriter();
   const want = new Set(packs);
   const entries = new Map<string, BlobEntry[]>();
@@ -244,7 +252,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   }
   await writer.finish();
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
-  return copied;
+  return { copied, written: new Set(writer.packsWritten()) };
 }
 
 async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: BlobEntry[] }[]): Promise<Set<string>> {
