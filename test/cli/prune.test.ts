@@ -4,7 +4,9 @@
  * survives the sweep, and that `kill -9` at any moment loses nothing.
  */
 import test from 'ava';
-import { cp, open, readdir, rm } from 'node:fs/promises';
+import { cp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
@@ -221,4 +223,33 @@ test.serial('kill -9 of prune at 12 moments: check passes, every kept point rest
   }
   t.log(`${killedMidway} of ${trials} prunes were killed before they finished`);
   t.true(killedMidway >= trials / 2, 'most kills landed while prune was running');
+});
+
+test.serial('Ctrl-C while prune waits for a backup says interrupted, deletes nothing, and leaves no lock', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  // A backup that holds its shared lock (a live process, as FORMAT.md describes lock files).
+  const holder = spawn('sleep', ['60']);
+  t.teardown(() => holder.kill());
+  const now = new Date().toISOString();
+  await writeFile(join(repo, 'locks', 'f'.repeat(32) + '.json'), JSON.stringify({
+    kind: 'shared', host: hostname(), pid: holder.pid, command: 'drctl backup', startedAt: now, heartbeatAt: now,
+  }));
+  const before = (await listing(repo)).filter((f) => !f.includes('/locks/'));
+  const child = startDrctl(['prune', '--repo', repo]);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  const code = new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+  for (let k = 0; k < 400 && !/waiting for/.test(out); k++) await new Promise((r) => setTimeout(r, 25));
+  t.regex(out, /waiting for `drctl backup`/);
+  child.kill('SIGINT');
+  t.is(await code, 1, out);
+  t.regex(out, /interrupted/);
+  t.notRegex(out, /cannot lock|locked/i);
+  const after = new Set(await listing(repo));
+  t.deepEqual(before.filter((f) => !after.has(f)), [], 'nothing deleted (repacked copies may stay for the next prune)');
+  const c = await drctl(['check', '--repo', repo]);
+  t.is(c.code, 0, c.stdout + c.stderr);
+  t.deepEqual((await readdir(join(repo, 'locks'))), ['f'.repeat(32) + '.json'], 'only the backup\'s lock is left');
 });
