@@ -4,7 +4,7 @@
  * survives the sweep, and that `kill -9` at any moment loses nothing.
  */
 import test from 'ava';
-import { cp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, open, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { createHash } from 'node:crypto';
@@ -252,4 +252,40 @@ test.serial('Ctrl-C while prune waits for a backup says interrupted, deletes not
   const c = await drctl(['check', '--repo', repo]);
   t.is(c.code, 0, c.stdout + c.stderr);
   t.deepEqual((await readdir(join(repo, 'locks'))), ['f'.repeat(32) + '.json'], 'only the backup\'s lock is left');
+});
+
+test.serial('temp files of a backup killed mid-write are deleted by prune once they are an hour old', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  const dir = await tempDir(t, 'drctl-prune-tmp-');
+  const img = join(dir, 'new.img');
+  await makeRawImage(img, 96 * MiB, [{ offset: 0, data: seededBytes('killed', 96 * MiB) }]);
+  const child = startDrctl(['backup', '--repo', repo, '--image', img, '--name', 'killed']);
+  const done = new Promise<void>((res) => child.on('close', () => res()));
+  let exited = false;
+  void done.then(() => (exited = true));
+  const tmp = join(repo, 'tmp');
+  const pending = async () => (await readdir(tmp).catch(() => [] as string[])).length;
+  while (!exited && (await pending()) === 0) await new Promise((r) => setTimeout(r, 5));
+  child.kill('SIGKILL');
+  await done;
+  const left = await readdir(tmp);
+  t.true(left.length > 0, 'the killed backup left a temp file');
+  // A fresh temp file may be a write in progress: prune leaves it alone.
+  const fresh = await prune();
+  t.is(fresh.tempFilesDeleted, 0);
+  t.deepEqual((await readdir(tmp)).sort(), left.sort());
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const f of left) await utimes(join(tmp, f), old, old);
+  const rep = await prune();
+  t.is(rep.tempFilesDeleted, left.length);
+  t.deepEqual(await readdir(tmp), []);
+  const c = await drctl(['check', '--repo', repo]);
+  t.is(c.code, 0, c.stdout + c.stderr);
+
+  async function prune(): Promise<PruneJson & { tempFilesDeleted: number }> {
+    const r = await drctl(['prune', '--repo', repo, '--json']);
+    t.is(r.code, 0, r.stderr);
+    return json(r);
+  }
 });
