@@ -74,8 +74,8 @@ if (failed.length) {
   for (const r of failed) out.push(`- ${r.tool} ${r.step}: ${r.status}`);
   out.push('');
 }
-// Results of the separate benchmarks (bench/prune.sh, bench/iscsi.sh) travel with this page.
-for (const name of ['NOTES.md', 'PRUNE.md', 'ISCSI.md']) {
+// Results of the separate benchmarks (bench/prune.sh, bench/iscsi.sh, the libvirt run) travel with this page.
+for (const name of ['NOTES.md', 'PRUNE.md', 'ISCSI.md', 'LIBVIRT.md']) {
   const file = new URL(`./${name}`, import.meta.url);
   if (existsSync(file)) out.push(readFileSync(file, 'utf8').trim(), '');
 }

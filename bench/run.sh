@@ -5,6 +5,7 @@
 # Env: BENCH_DATA=/tmp/peerbench/data  dataset folder (made by make-dataset.sh when missing)
 #      BENCH_WORK=/tmp/peerbench/run   scratch folder (repos, restores, logs)
 #      REPS=1  TOOLS="restic borg-lz4 borg-zstd3 drctl"  BIG=1 (8 GiB image RSS check; 0 skips)
+#      PRUNE=1 (bench/prune.sh: prune of 100 points of a 1 GiB image; 0 skips)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -63,6 +64,9 @@ if [ "${BIG:-1}" = 1 ]; then
   timed img8-check "$X/repo" "$(du -sb "$X/repo" | cut -f1)" $D check --repo "$X/repo" --read-data -q
   rm -rf "$X"
 fi
+
+# 3. Prune at scale (100 points of a 1 GiB image) → bench/PRUNE.md, carried into the report.
+if [ "${PRUNE:-1}" = 1 ]; then bash "$HERE/prune.sh" >&2; fi
 
 node "$HERE/report.mjs" "$WORK/peers/results.tsv" "$EXTRA" "$WORK/peers/info.txt" > "$HERE/RESULTS.md"
 echo "bench: wrote bench/RESULTS.md" >&2

@@ -31,6 +31,11 @@ export interface TargetDriver {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Remove an object. Throws BlobNotFoundError when it does not exist. */
   remove(key: string): Promise<void>;
+  /**
+   * Delete temp files of writes that were killed before they finished (older than
+   * `olderThanMs`, so a write in progress is never touched). Prune calls it.
+   */
+  sweepTemp?(olderThanMs: number): Promise<{ files: number; bytes: number }>;
   /** Release the target (an iSCSI volume's last user detaches it). Called once, after the last use. */
   close(): Promise<void>;
   /** Free space on the volume, when the target can tell (the free-space guard uses it). */

@@ -169,6 +169,11 @@ export class BlobWriter {
     return id;
   }
 
+  /** Ids of the packs this writer has stored so far. */
+  packsWritten(): string[] {
+    return this.written.map((w) => w.id);
+  }
+
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure;
   }

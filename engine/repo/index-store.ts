@@ -41,6 +41,14 @@ export class BlobIndex {
     return this.blobs.size;
   }
 
+  /** Forget everything (before loading the index files again). */
+  clear(): void {
+    this.packIds.length = 0;
+    this.packNo.clear();
+    this.blobs.clear();
+    this.files.clear();
+  }
+
   has(hash: string): boolean {
     return this.blobs.has(hash);
   }

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Keys } from './format.js';
-import { RepositoryLockedError } from '../errors.js';
+import { InterruptedError, RepositoryLockedError } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
 import type { TargetDriver } from '../../targets/types.js';
 
@@ -86,7 +86,8 @@ export async function acquireLock(target: TargetDriver, kind: LockKind, command:
         await target.remove(Keys.lock(id)).catch(() => undefined);
         present = false;
       }
-      if (Date.now() >= deadline || wait.signal?.aborted) throw new RepositoryLockedError(target.location, describe(blocker));
+      if (wait.signal?.aborted) throw new InterruptedError();
+      if (Date.now() >= deadline) throw new RepositoryLockedError(target.location, describe(blocker));
       if (!waited) wait.onWait?.(describe(blocker));
       waited = true;
       await sleep(Math.min(POLL_MS[Math.min(attempt, POLL_MS.length - 1)] as number, Math.max(0, deadline - Date.now())), wait.signal);

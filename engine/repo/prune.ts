@@ -10,7 +10,7 @@
  *              mark points that backups committed meanwhile (a pack one of them now uses is
  *              kept); write one consolidated index without the dropped packs; delete the old
  *              index files; delete the dropped packs and packs no index lists (leftovers of
- *              killed backups).
+ *              killed backups), and temp files of writes killed over an hour ago.
  *
  * A kill at any moment is safe: until the consolidated index is complete the old index files
  * remain; packs are deleted only after no index file lists them. The worst a killed prune
@@ -52,6 +52,8 @@ export interface PruneReport {
   unindexedPacksDeleted: number;
   /** Packs kept because a backup that ran during prune started using them. */
   packsRescued: number;
+  /** Temp files of writes killed more than an hour ago. */
+  tempFilesDeleted: number;
   bytesFreed: number;
   bytesRepacked: number;
   /** Blobs no point references any more, now gone. */
@@ -70,6 +72,9 @@ interface PackUsage {
   liveBytes: number;
   deadBytes: number;
 }
+
+/** Temp files younger than this may belong to a write in progress (a lock being refreshed). */
+const TEMP_GRACE_MS = 60 * 60_000;
 
 /** Blobs per consolidated index file (~100 KB of JSON each after zstd for image chunks). */
 const INDEX_BLOBS_PER_FILE = 100_000;
@@ -105,7 +110,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
 
     const report: PruneReport = {
       dryRun: !!opts.dryRun, points: points.length, packs: usage.size,
-      packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, packsRescued: 0,
+      packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, packsRescued: 0, tempFilesDeleted: 0,
       bytesFreed: sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes),
       bytesRepacked: sum(repack, (u) => u.liveBytes),
       blobsRemoved: sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs),
@@ -119,7 +124,11 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
     }
 
     // 2. repack
-    const copied = await repackPacks(repo, [...repack], opts);
+    const { copied, written } = await repackPacks(repo, [...repack], opts);
+    for (const id of written) {
+      drop.delete(id);
+      repack.delete(id);
+    }
 
     // 3. sweep
     const tEx = Date.now();
@@ -179,6 +188,9 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
         report.indexFilesAfter = newFiles.size;
       }
       for (const id of [...gone, ...unlisted]) await removeIfThere(repo, Keys.pack(id));
+      const temp = (await repo.target.sweepTemp?.(TEMP_GRACE_MS)) ?? { files: 0, bytes: 0 };
+      report.tempFilesDeleted = temp.files;
+      report.bytesFreed += temp.bytes;
       log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile), ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
     } finally {
       await ex.release();
@@ -213,10 +225,14 @@ async function packUsage(repo: Repository, sizes: Map<string, number>): Promise<
   return usage;
 }
 
-/** Copy the live blobs of `packs` into new packs, verifying each. Returns the hashes copied. */
-async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions): Promise<Set<string>> {
+/**
+ * Copy the live blobs of `packs` into new packs, verifying each. Returns the hashes copied and
+ * the ids of the packs written (an id can equal one of `packs` when a killed prune already
+ * wrote the same pack: that one must then stay).
+ */
+async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions): Promise<{ copied: Set<string>; written: Set<string> }> {
   const copied = new Set<string>();
-  if (packs.length === 0) return copied;
+  if (packs.length === 0) return { copied, written: new Set() };
   const writer = repo.newWriter();
   const want = new Set(packs);
   const entries = new Map<string, BlobEntry[]>();
@@ -244,7 +260,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   }
   await writer.finish();
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
-  return copied;
+  return { copied, written: new Set(writer.packsWritten()) };
 }
 
 async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: BlobEntry[] }[]): Promise<Set<string>> {

@@ -70,6 +70,8 @@ export class Repository {
   }
 
   private async loadIndex(): Promise<void> {
+    this.index.clear();
+    this.damagedIndexFiles.length = 0;
     for await (const info of this.target.list('index/')) {
       const id = info.key.slice('index/'.length);
       const bytes = await this.target.get(info.key);
@@ -89,8 +91,31 @@ export class Repository {
   }
 
 
-  lock(kind: LockKind, command: string, wait?: LockWait): Promise<Lock> {
-    return acquireLock(this.target, kind, command, this.deps.clock, wait);
+  /**
+   * Take a lock. Shared and prune locks then reload the index if its files changed since it
+   * was loaded: a prune that finished between open and lock may have deleted packs the old
+   * index still pointed to, and a backup must not dedup against them.
+   */
+  async lock(kind: LockKind, command: string, wait?: LockWait): Promise<Lock> {
+    const lock = await acquireLock(this.target, kind, command, this.deps.clock, wait);
+    if (kind === 'exclusive') return lock;
+    try {
+      if (await this.indexChanged()) await this.loadIndex();
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+    return lock;
+  }
+
+  private async indexChanged(): Promise<boolean> {
+    const known = new Set([...this.index.files, ...this.damagedIndexFiles]);
+    let n = 0;
+    for await (const info of this.target.list('index/')) {
+      if (!known.has(info.key.slice('index/'.length))) return true;
+      n++;
+    }
+    return n !== known.size;
   }
 
   newWriter(): BlobWriter {

@@ -54,6 +54,10 @@ export class IscsiTarget implements TargetDriver {
     return this.guard(() => this.inner.remove(key));
   }
 
+  sweepTemp(olderThanMs: number): Promise<{ files: number; bytes: number }> {
+    return this.guard(() => this.inner.sweepTemp(olderThanMs));
+  }
+
   freeBytes(): Promise<number> {
     return this.guard(() => this.inner.freeBytes());
   }

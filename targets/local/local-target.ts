@@ -126,6 +126,28 @@ export class LocalTarget implements TargetDriver {
     }
   }
 
+  async sweepTemp(olderThanMs: number): Promise<{ files: number; bytes: number }> {
+    const dir = join(this.location, 'tmp');
+    const out = { files: 0, bytes: 0 };
+    let names: string[];
+    try {
+      names = await fsp.readdir(dir);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return out;
+      throw this.wrap(e, 'listing tmp');
+    }
+    const cutoff = Date.now() - olderThanMs;
+    for (const name of names) {
+      const st = await fsp.lstat(join(dir, name)).catch(() => undefined);
+      if (!st?.isFile() || st.mtimeMs > cutoff) continue;
+      await fsp.unlink(join(dir, name)).then(() => {
+        out.files++;
+        out.bytes += st.size;
+      }, () => undefined);
+    }
+    return out;
+  }
+
   async close(): Promise<void> {}
 
   /** Bytes an unprivileged writer can still use on the volume. */

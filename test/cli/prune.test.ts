@@ -1,0 +1,291 @@
+/**
+ * Prune against a real repository through the real CLI: what it frees, that kept points still
+ * restore byte-identical, that a backup running meanwhile is not blocked and its point
+ * survives the sweep, and that `kill -9` at any moment loses nothing.
+ */
+import test from 'ava';
+import { cp, open, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { drctl, json, startDrctl } from '../support/cli.js';
+import { sharedTempDir, tempDir } from '../support/tmp.js';
+import { hasTool, requireTools } from '../support/tools.js';
+import { MiB, makeRawImage, seededBytes } from '../support/images.js';
+
+interface PointJson { id: string; name: string; time: string }
+interface PruneJson {
+  packsDeleted: number; packsRepacked: number; packsRescued: number; unindexedPacksDeleted: number;
+  bytesFreed: number; blobsRemoved: number; durationMs: number;
+}
+
+const IMAGE_BYTES = 40 * MiB;
+const GENERATIONS = 8;
+const KEEP = 4;
+
+let root = '';
+let template = '';
+/** sha256 of each generation's image, by point id (only the points `forget` kept). */
+const kept = new Map<string, string>();
+let gen0Image = '';
+let ready = false;
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** Generation 0 fills the disk; generation g rewrites 6 MiB somewhere in the first 30 MiB. */
+async function writeGeneration(img: string, g: number): Promise<void> {
+  if (g === 0) {
+    await makeRawImage(img, IMAGE_BYTES, [{ offset: 0, data: seededBytes('gen0', IMAGE_BYTES) }]);
+    return;
+  }
+  const fh = await open(img, 'r+');
+  try {
+    const data = seededBytes(`gen${g}`, 6 * MiB);
+    await fh.write(data, 0, data.length, ((g - 1) % 5) * 6 * MiB);
+  } finally {
+    await fh.close();
+  }
+}
+
+test.before(async () => {
+  if (!hasTool('qemu-img')) return;
+  root = await sharedTempDir('drctl-prune-');
+  template = join(root, 'template');
+  const img = join(root, 'disk.img');
+  const r0 = await drctl(['init', '--repo', template]);
+  if (r0.code !== 0) throw new Error(r0.stderr);
+  const byGen: string[] = [];
+  for (let g = 0; g < GENERATIONS; g++) {
+    await writeGeneration(img, g);
+    if (g === 0) await cp(img, (gen0Image = join(root, 'gen0.img')));
+    const r = await drctl(['backup', '--repo', template, '--image', img, '--name', 'disk', '--json']);
+    if (r.code !== 0) throw new Error(r.stderr);
+    const p = json<PointJson>(r);
+    byGen.push(p.id);
+    kept.set(p.id, await sha256File(img));
+  }
+  const f = await drctl(['forget', '--repo', template, '--name', 'disk', '--keep-last', String(KEEP)]);
+  if (f.code !== 0) throw new Error(f.stderr);
+  for (const id of byGen.slice(0, GENERATIONS - KEEP)) kept.delete(id);
+  ready = true;
+});
+
+test.after.always(async () => {
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+async function copyOfTemplate(t: Parameters<typeof tempDir>[0]): Promise<string> {
+  const dir = await tempDir(t, 'drctl-prune-case-');
+  const repo = join(dir, 'repo');
+  await cp(template, repo, { recursive: true });
+  return repo;
+}
+
+async function listing(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) if (e.isFile()) out.push(join(e.parentPath, e.name));
+  return out.sort();
+}
+
+async function repoBytes(repo: string): Promise<number> {
+  let n = 0;
+  for (const f of await listing(repo)) {
+    const fh = await open(f, 'r');
+    n += (await fh.stat()).size;
+    await fh.close();
+  }
+  return n;
+}
+
+/** Every point `forget` kept restores byte-identical; returns how many were checked. */
+async function assertKeptRestore(t: Parameters<typeof tempDir>[0], repo: string, label: string): Promise<void> {
+  const out = await tempDir(t, 'drctl-prune-out-');
+  const points = json<PointJson[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.deepEqual(points.map((p) => p.id).filter((id) => kept.has(id)).sort(), [...kept.keys()].sort(), `${label}: the kept points are all listed`);
+  for (const [id, sha] of kept) {
+    const dest = join(out, `${id}.img`);
+    const r = await drctl(['restore', '--repo', repo, id, '--to', dest]);
+    t.is(r.code, 0, `${label}: restore ${id.slice(0, 10)}: ${r.stderr}`);
+    t.is(await sha256File(dest), sha, `${label}: point ${id.slice(0, 10)} restores byte-identical`);
+    await rm(dest);
+  }
+}
+
+test.serial('prune frees the data of forgotten points; kept points restore byte-identical and check --read-data passes', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  const before = await repoBytes(repo);
+  const r = await drctl(['prune', '--repo', repo, '--repack-threshold', '10', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const rep = json<PruneJson>(r);
+  t.log(`prune: ${rep.packsDeleted} packs deleted, ${rep.packsRepacked} repacked, ${(rep.bytesFreed / MiB).toFixed(1)} MiB freed in ${rep.durationMs} ms`);
+  t.true(rep.packsDeleted + rep.packsRepacked > 0, 'something was deleted or repacked');
+  const after = await repoBytes(repo);
+  // Generations 1-3 alone wrote 18 MiB of incompressible data that no kept point uses.
+  t.true(before - after >= 12 * MiB, `repository shrank by ${((before - after) / MiB).toFixed(1)} MiB`);
+  const c = await drctl(['check', '--repo', repo, '--read-data']);
+  t.is(c.code, 0, c.stdout + c.stderr);
+  await assertKeptRestore(t, repo, 'after prune');
+  // A second prune finds nothing left to do.
+  const again = json<PruneJson>(await drctl(['prune', '--repo', repo, '--repack-threshold', '10', '--json']));
+  t.is(again.packsDeleted + again.packsRepacked + again.unindexedPacksDeleted, 0);
+});
+
+test.serial('prune --dry-run reports what it would free and deletes nothing', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  const before = await listing(repo);
+  const r = await drctl(['prune', '--repo', repo, '--dry-run', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.true(json<PruneJson>(r).bytesFreed > 0);
+  t.deepEqual(await listing(repo), before);
+});
+
+test.serial('a backup running during prune is not blocked; prune waits for it and keeps the packs it reused', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  const dir = await tempDir(t, 'drctl-prune-big-');
+  // A long backup whose first 40 MiB are generation 0 (forgotten: its packs are prune's to
+  // drop), followed by fresh data so it runs for a few seconds.
+  const big = join(dir, 'big.img');
+  await cp(gen0Image, big);
+  const fh = await open(big, 'a');
+  for (let k = 0; k < 16; k++) await fh.write(seededBytes(`big${k}`, 16 * MiB));
+  await fh.close();
+  const bigSha = await sha256File(big);
+
+  const backup = startDrctl(['backup', '--repo', repo, '--image', big, '--name', 'big', '--json']);
+  const bOut: Buffer[] = [];
+  const bErr: Buffer[] = [];
+  backup.stdout?.on('data', (b: Buffer) => bOut.push(b));
+  backup.stderr?.on('data', (b: Buffer) => bErr.push(b));
+  const backupDone = new Promise<number>((res) => backup.on('close', (code) => res(code ?? 1)));
+  // Start prune once the backup holds its lock.
+  for (let k = 0; k < 200 && (await readdir(join(repo, 'locks'))).length === 0; k++) await new Promise((r) => setTimeout(r, 25));
+  const tPrune = Date.now();
+  const prune = await drctl(['prune', '--repo', repo, '--repack-threshold', '10']);
+  const backupCode = await backupDone;
+  t.is(backupCode, 0, Buffer.concat(bErr).toString());
+  t.is(prune.code, 0, prune.stderr);
+  t.regex(prune.stdout + prune.stderr, /waiting for `drctl backup/, 'prune waited for the backup before its final step');
+  t.regex(prune.stdout + prune.stderr, /[1-9]\d* kept for backups that ran meanwhile/, 'packs the backup reused were kept');
+  t.log(`prune took ${Date.now() - tPrune} ms alongside the backup`);
+  const point = json<PointJson>({ code: 0, stdout: Buffer.concat(bOut).toString(), stderr: '' });
+
+  const c = await drctl(['check', '--repo', repo, '--read-data']);
+  t.is(c.code, 0, c.stdout + c.stderr);
+  const dest = join(dir, 'restored.img');
+  const r = await drctl(['restore', '--repo', repo, point.id, '--to', dest]);
+  t.is(r.code, 0, r.stderr);
+  t.is(await sha256File(dest), bigSha, 'the point made during prune restores byte-identical');
+  await assertKeptRestore(t, repo, 'after concurrent prune');
+});
+
+test.serial('kill -9 of prune at 12 moments: check passes, every kept point restores, the next prune finishes the job', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  // How long a whole prune takes here (process start included), to spread the kills over it.
+  const probe = await copyOfTemplate(t);
+  const t0 = Date.now();
+  const full = await drctl(['prune', '--repo', probe, '--repack-threshold', '10']);
+  t.is(full.code, 0, full.stderr);
+  const fullMs = Date.now() - t0;
+  const probeBytes = await repoBytes(probe);
+  t.log(`a whole prune takes ${fullMs} ms`);
+  const trials = 12;
+  let killedMidway = 0;
+  for (let k = 0; k < trials; k++) {
+    const repo = await copyOfTemplate(t);
+    const delay = Math.round(((k + Math.random()) / trials) * fullMs);
+    const child = startDrctl(['prune', '--repo', repo, '--repack-threshold', '10']);
+    const done = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+    const code = await done;
+    clearTimeout(timer);
+    if (code === null) killedMidway++;
+    const c = await drctl(['check', '--repo', repo]);
+    t.is(c.code, 0, `trial ${k} (kill after ${delay} ms): check: ${c.stdout}${c.stderr}`);
+    await assertKeptRestore(t, repo, `trial ${k} (kill after ${delay} ms)`);
+    const again = await drctl(['prune', '--repo', repo, '--repack-threshold', '10']);
+    t.is(again.code, 0, `trial ${k}: the next prune: ${again.stderr}`);
+    const c2 = await drctl(['check', '--repo', repo, '--read-data']);
+    t.is(c2.code, 0, `trial ${k}: check after the next prune: ${c2.stdout}${c2.stderr}`);
+    // Nothing the killed prune left behind survives the next one.
+    const left = json<PruneJson>(await drctl(['prune', '--repo', repo, '--repack-threshold', '10', '--dry-run', '--json']));
+    t.is(left.packsDeleted + left.packsRepacked + left.unindexedPacksDeleted, 0, `trial ${k}: nothing left to prune`);
+    t.true((await repoBytes(repo)) <= probeBytes + MiB, `trial ${k}: as small as after an uninterrupted prune`);
+    await rm(repo, { recursive: true, force: true });
+  }
+  t.log(`${killedMidway} of ${trials} prunes were killed before they finished`);
+  t.true(killedMidway >= trials / 2, 'most kills landed while prune was running');
+});
+
+test.serial('Ctrl-C while prune waits for a backup says interrupted, deletes nothing, and leaves no lock', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  // A backup that holds its shared lock (a live process, as FORMAT.md describes lock files).
+  const holder = spawn('sleep', ['60']);
+  t.teardown(() => holder.kill());
+  const now = new Date().toISOString();
+  await writeFile(join(repo, 'locks', 'f'.repeat(32) + '.json'), JSON.stringify({
+    kind: 'shared', host: hostname(), pid: holder.pid, command: 'drctl backup', startedAt: now, heartbeatAt: now,
+  }));
+  const before = (await listing(repo)).filter((f) => !f.includes('/locks/'));
+  const child = startDrctl(['prune', '--repo', repo]);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  const code = new Promise<number | null>((res) => child.on('close', (c) => res(c)));
+  for (let k = 0; k < 400 && !/waiting for/.test(out); k++) await new Promise((r) => setTimeout(r, 25));
+  t.regex(out, /waiting for `drctl backup`/);
+  child.kill('SIGINT');
+  t.is(await code, 1, out);
+  t.regex(out, /interrupted/);
+  t.notRegex(out, /cannot lock|locked/i);
+  const after = new Set(await listing(repo));
+  t.deepEqual(before.filter((f) => !after.has(f)), [], 'nothing deleted (repacked copies may stay for the next prune)');
+  const c = await drctl(['check', '--repo', repo]);
+  t.is(c.code, 0, c.stdout + c.stderr);
+  t.deepEqual((await readdir(join(repo, 'locks'))), ['f'.repeat(32) + '.json'], 'only the backup\'s lock is left');
+});
+
+test.serial('temp files of a backup killed mid-write are deleted by prune once they are an hour old', async (t) => {
+  if (!requireTools(t, 'qemu-img') || !ready) return;
+  const repo = await copyOfTemplate(t);
+  const dir = await tempDir(t, 'drctl-prune-tmp-');
+  const img = join(dir, 'new.img');
+  await makeRawImage(img, 96 * MiB, [{ offset: 0, data: seededBytes('killed', 96 * MiB) }]);
+  const child = startDrctl(['backup', '--repo', repo, '--image', img, '--name', 'killed']);
+  const done = new Promise<void>((res) => child.on('close', () => res()));
+  let exited = false;
+  void done.then(() => (exited = true));
+  const tmp = join(repo, 'tmp');
+  const pending = async () => (await readdir(tmp).catch(() => [] as string[])).length;
+  while (!exited && (await pending()) === 0) await new Promise((r) => setTimeout(r, 5));
+  child.kill('SIGKILL');
+  await done;
+  const left = await readdir(tmp);
+  t.true(left.length > 0, 'the killed backup left a temp file');
+  // A fresh temp file may be a write in progress: prune leaves it alone.
+  const fresh = await prune();
+  t.is(fresh.tempFilesDeleted, 0);
+  t.deepEqual((await readdir(tmp)).sort(), left.sort());
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const f of left) await utimes(join(tmp, f), old, old);
+  const rep = await prune();
+  t.is(rep.tempFilesDeleted, left.length);
+  t.deepEqual(await readdir(tmp), []);
+  const c = await drctl(['check', '--repo', repo]);
+  t.is(c.code, 0, c.stdout + c.stderr);
+
+  async function prune(): Promise<PruneJson & { tempFilesDeleted: number }> {
+    const r = await drctl(['prune', '--repo', repo, '--json']);
+    t.is(r.code, 0, r.stderr);
+    return json(r);
+  }
+});
