@@ -81,7 +81,7 @@ RATIO=$(printf "%.2f" "$(echo "scale=4; $S / $L" | bc)")
 cat > "$HERE/ISCSI.md" <<MD
 ## Backup onto an iSCSI volume vs a local folder
 
-\`bench/iscsi.sh\`, one run on $(date -u +%Y-%m-%d) ($(nproc) cores): \`drctl backup --policy\` of
+\`bench/iscsi.sh\`, one run on $(date -u +%Y-%m-%d) ($(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg) at the end): \`drctl backup --policy\` of
 \`$(basename "$IMAGE")\` ($(echo "scale=2; $SIZE / 1073741824" | bc) GiB, the shared bench image, warm page cache)
 onto a local folder and onto an ext4 volume on an iSCSI LUN served by tgtd on 127.0.0.1 with CHAP,
 attached with the userspace strategy (qemu-storage-daemon + libiscsi → FUSE → loop device).

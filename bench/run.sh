@@ -68,5 +68,8 @@ fi
 # 3. Prune at scale (100 points of a 1 GiB image) → bench/PRUNE.md, carried into the report.
 if [ "${PRUNE:-1}" = 1 ]; then bash "$HERE/prune.sh" >&2; fi
 
+# 4. Backup onto an iSCSI volume (tgtd on loopback, userspace attach) vs a local folder → bench/ISCSI.md.
+if [ "${ISCSI:-1}" = 1 ]; then BENCH_DATA=$DATA bash "$HERE/iscsi.sh" >&2; fi
+
 node "$HERE/report.mjs" "$WORK/peers/results.tsv" "$EXTRA" "$WORK/peers/info.txt" > "$HERE/RESULTS.md"
 echo "bench: wrote bench/RESULTS.md" >&2
