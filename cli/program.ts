@@ -13,6 +13,7 @@ const GROUPS: Record<string, string> = {
   policy: 'check and explain policy files',
   retention: 'try retention rules without a repository',
   catalog: 'the catalog of jobs and recovery points (a cache of the repositories)',
+  hosts: 'hypervisor hosts of the config folder',
 };
 
 export async function main(argv: string[], ctx: CliContext): Promise<number> {

@@ -11,10 +11,12 @@ import { catalogRebuildCommand } from './catalog.js';
 import { policyValidateCommand } from './policy-validate.js';
 import { policyPlanCommand } from './policy-plan.js';
 import { retentionSimulateCommand } from './retention-simulate.js';
+import { hostsTestCommand, vmsCommand } from './hosts.js';
 
 /** Every command, in the order `drctl --help` lists them. */
 export const commands = [
   initCommand, backupCommand, pointsCommand, restoreCommand, checkCommand,
   forgetCommand, pruneCommand, daemonCommand, statusCommand, catalogRebuildCommand,
   policyValidateCommand, policyPlanCommand, retentionSimulateCommand,
+  hostsTestCommand, vmsCommand,
 ];
