@@ -37,7 +37,10 @@ export async function startSshd(): Promise<Sshd> {
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'UsePAM no', 'StrictModes no', 'PasswordAuthentication no',
     'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password', 'AllowStreamLocalForwarding yes',
-    'AllowTcpForwarding yes', 'MaxSessions 64', 'MaxStartups 64', 'LogLevel ERROR', '',
+    'AllowTcpForwarding yes',
+    // bash sources ~/.bashrc for ssh commands unless SHLVL says it is nested; this machine's
+    // root .bashrc takes ~1 s (pyenv), which would otherwise dominate every remote command.
+    'SetEnv SHLVL=1', 'MaxSessions 64', 'MaxStartups 64', 'LogLevel ERROR', '',
   ].join('\n'));
   const child: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';

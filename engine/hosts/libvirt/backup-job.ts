@@ -60,7 +60,7 @@ export async function beginBackupJob(host: LibvirtHost, vm: string, opts: Backup
   const socket = `${workDir}/drctl-${tag}.sock`;
   const backupXml = `<domainbackup mode='pull'>${opts.incrementalFrom ? `<incremental>${opts.incrementalFrom}</incremental>` : ''}`
     + `<server transport='unix' socket='${socket}'/><disks>`
-    + disks.map((d) => `<disk name='${d.dev}' backup='yes' type='file' exportname='${d.dev}' exportbitmap='backup-${d.dev}'/>`).join('')
+    + disks.map((d) => `<disk name='${d.dev}' backup='yes' type='file' exportname='${d.dev}' exportbitmap='backup-${d.dev}'><scratch file='${workDir}/drctl-${tag}-${d.dev}.scratch'/></disk>`).join('')
     + '</disks></domainbackup>';
   const checkpointXml = `<domaincheckpoint><name>${checkpoint}</name><disks>${disks.map((d) => `<disk name='${d.dev}' checkpoint='bitmap'/>`).join('')}</disks></domaincheckpoint>`;
   const dir = (await host.sh('mktemp -d /tmp/drctl-job.XXXXXX', 'creating a temp folder')).trim();

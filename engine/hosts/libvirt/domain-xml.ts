@@ -71,6 +71,12 @@ export function rewriteForNewVm(xml: string, o: RewriteOptions): string {
     newBody = newBody.replace(/\s*<backingStore[\s\S]*?(<\/backingStore>|\/>)/g, '');
     return `<disk${newHead}>${newBody}</disk>`;
   });
+  // File-backed serial/console logs cannot be shared by two running VMs: give the new VM its own.
+  out = out.replace(/<(serial|console) type=(['"])file\2>([\s\S]*?)<\/\1>/g, (whole, _el: string, _q: string, body: string) =>
+    whole.replace(body, body.replace(/(<source\b[^>]*\bpath=)(['"])([^'"]*)\2/, (_m, pre: string, _qq: string, path: string) => {
+      const slash = path.lastIndexOf('/');
+      return `${pre}'${path.slice(0, slash + 1)}${escapeXml(o.name)}-${path.slice(slash + 1)}'`;
+    })));
   if (o.noNetwork) out = out.replace(/\s*<interface\b[\s\S]*?<\/interface>/g, '');
   return out;
 }

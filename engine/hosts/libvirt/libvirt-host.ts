@@ -92,10 +92,11 @@ export class LibvirtHost {
   }
 
   async osFamily(name: string): Promise<VmSummary['osFamily']> {
-    const info = await this.agent(name, { execute: 'guest-get-osinfo' }, 3) as { 'kernel-name'?: string; id?: string } | undefined;
-    const k = `${info?.['kernel-name'] ?? ''} ${info?.id ?? ''}`.toLowerCase();
-    if (k.includes('linux')) return 'linux';
-    if (k.includes('windows') || k.includes('mswindows')) return 'windows';
+    // Windows agents report id "mswindows"; Linux ones a kernel release (and id from os-release if present).
+    const info = await this.agent(name, { execute: 'guest-get-osinfo' }, 3) as { 'kernel-release'?: string; 'kernel-version'?: string; id?: string } | undefined;
+    if (!info) return 'unknown';
+    if (info.id === 'mswindows') return 'windows';
+    if (info['kernel-release'] || info.id) return 'linux';
     return 'unknown';
   }
 
