@@ -128,7 +128,9 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
     });
     ok = true;
     await job.finish(true);
-    await dropOlderCheckpoints(host, opts.vm, job.checkpoint);
+    // The parent's checkpoint is no longer needed (libvirt merges its bitmap into the new one).
+    // Checkpoints of other point names of this VM are left alone: they are other chains.
+    if (parent?.vm?.checkpoint && !chain) await host.virsh(['checkpoint-delete', opts.vm, parent.vm.checkpoint]).catch(() => undefined);
     return point;
   } finally {
     if (!ok) await job.finish(false);
@@ -151,13 +153,6 @@ async function chainProblem(host: LibvirtHost, vm: string, parent: Point): Promi
   const cps = await host.checkpoints(vm);
   if (!cps.includes(rec.checkpoint)) return `checkpoint ${rec.checkpoint} of the previous point is missing on the host (deleted outside drctl, or lost in a host crash)`;
   return undefined;
-}
-
-/** drctl's own older checkpoints are deleted (libvirt merges their bitmaps); others are left alone. */
-async function dropOlderCheckpoints(host: LibvirtHost, vm: string, keep: string): Promise<void> {
-  for (const c of await host.checkpoints(vm)) {
-    if (c !== keep && c.startsWith('drctl-')) await host.virsh(['checkpoint-delete', vm, c]).catch(() => undefined);
-  }
 }
 
 /** Linux guests have no VSS: a file-level request is served VM-level, with this reason. */

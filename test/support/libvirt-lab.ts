@@ -14,7 +14,7 @@ export const URI = 'qemu:///system';
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export function virsh(...args: string[]): string {
-  return execFileSync('virsh', ['-q', '-c', URI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+  return execFileSync('virsh', ['-q', '-c', URI, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000, maxBuffer: 256 * 1024 * 1024 });
 }
 
 function virshOk(...args: string[]): boolean {
@@ -115,6 +115,7 @@ export function guestHandle(name: string, dir: string, disk: string, bootMs: num
         const st = agent({ execute: 'guest-exec-status', arguments: { pid } }) as { exited: boolean; exitcode?: number; 'out-data'?: string; 'err-data'?: string };
         if (st.exited) {
           const out = Buffer.from(st['out-data'] ?? '', 'base64');
+          if (st['out-truncated' as 'out-data']) throw new Error(`guest ${name}: output of \`${cmd}\` was truncated by the agent`);
           if (st.exitcode !== 0) throw new Error(`guest ${name}: \`${cmd}\` exited ${st.exitcode}: ${Buffer.from(st['err-data'] ?? '', 'base64').toString()}`);
           return out;
         }
