@@ -20,6 +20,10 @@ if [ ! -d k/boot ]; then
   deb=$(ls linux-image-*-amd64_*.deb 2>/dev/null | head -n1 || true)
   if [ -z "$deb" ]; then
     pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+    if [ -z "$pkg" ]; then
+      apt-get update -qq >/dev/null 2>&1 || true
+      pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+    fi
     [ -n "$pkg" ] || { echo "lab-guest: cannot find a linux-image package (apt-get update?)" >&2; exit 1; }
     apt-get download "$pkg" >/dev/null 2>&1
     deb=$(ls linux-image-*-amd64_*.deb | head -n1)

@@ -13,6 +13,16 @@ declare -A NEED=(
   [losetup]=mount
   [python3]=python3         # benchmark dataset generator
   [restic]=restic           # tests: retention is checked against restic's own forget
+  # libvirt hosts: tests run libvirtd + QEMU (TCG) with a tiny guest, reached through sshd
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-nbd]=qemu-utils
+  [virsh]=libvirt-clients
+  [libvirtd]=libvirt-daemon-system
+  [busybox]=busybox-static  # guest initramfs (scripts/lab-guest.sh)
+  [qemu-ga]=qemu-guest-agent
+  [cpio]=cpio
+  [sshd]=openssh-server
+  [ssh-keygen]=openssh-client
 )
 if [ "${1:-}" = "--bench" ]; then
   NEED+=([borg]=borgbackup [bc]=bc [rsync]=rsync [zstd]=zstd)
@@ -35,6 +45,11 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
    || [ ! -f node_modules/zstd-napi/build/Release/binding.node ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The lab guest for the libvirt tests (kernel from the linux-image package; cached, built once).
+if command -v qemu-ga >/dev/null && command -v busybox >/dev/null; then
+  bash scripts/lab-guest.sh >/dev/null || echo "setup: lab guest build failed (libvirt tests will fail)" >&2
 fi
 
 echo "setup: build" >&2
