@@ -100,6 +100,11 @@ export async function restoreToOriginalVm(repo: Repository, point: Point, host: 
   if (!(await host.exists(rec.name))) {
     throw new UsageError(`${host.label} has no VM named ${rec.name}`, `restore it as a new VM: --as ${rec.name}`);
   }
+  const uuid = (await host.virsh(['domuuid', rec.name])).trim();
+  if (uuid !== rec.uuid && !o.force) {
+    throw new UsageError(`VM ${rec.name} on ${host.label} is not the VM of point ${point.id.slice(0, 8)} (UUID ${uuid}, the point has ${rec.uuid}: recreated, or another host)`,
+      `restore as a new VM with --as NAME, or add --force to overwrite this VM's disks anyway`);
+  }
   const state = await host.state(rec.name);
   const wasRunning = state === 'running';
   if (state !== 'shut off' && !o.force) {

@@ -155,8 +155,13 @@ export class SshTransport implements HostTransport {
       });
       client.on('close', () => {
         if (!ready) reject(keyError ?? new HostUnreachableError(this.label, 'connection closed during the handshake'));
-        // A dropped connection is replaced on next use.
-        if (this.client && ready) this.client = undefined;
+        // A dropped connection is replaced on next use (unless a newer one already replaced it).
+        const current = this.client;
+        if (ready && current) {
+          void current.then((c) => {
+            if (c === client && this.client === current) this.client = undefined;
+          }, () => undefined);
+        }
       });
       client.connect({
         sock,

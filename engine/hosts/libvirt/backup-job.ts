@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DrError, ExitCode } from '../../errors.js';
-import { shq } from '../../ssh/index.js';
+import { shq, RemoteCommandError } from '../../ssh/index.js';
 import type { DiskSource, Extent } from '../types.js';
 import type { LibvirtHost } from './libvirt-host.js';
 import { parseDomain, type DomainInfo } from './domain-xml.js';
@@ -71,7 +71,12 @@ export async function beginBackupJob(host: LibvirtHost, vm: string, opts: Backup
     const frozen = await freeze(host, vm, live, opts.quiesce, warnings);
     try {
       if (frozen) await opts.onFrozen?.();
-      await host.virsh(['backup-begin', vm, `${dir}/backup.xml`, `${dir}/checkpoint.xml`]);
+      try {
+        await host.virsh(['backup-begin', vm, `${dir}/backup.xml`, `${dir}/checkpoint.xml`]);
+      } catch (e) {
+        if (!(e instanceof RemoteCommandError) || !/job|already/i.test(e.message)) throw e;
+        throw new RemoteCommandError(e.message, `another job runs on VM ${vm}; if no backup of it is running (a drctl process that died), end it with \`virsh domjobabort ${vm}\` on the host`);
+      }
       quiesced = frozen;
     } finally {
       if (frozen) await thaw(host, vm);
