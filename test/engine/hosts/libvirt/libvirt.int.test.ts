@@ -336,3 +336,22 @@ test.serial('(e) restore to the original VM with --force brings a corrupted file
   const next = json<{ changeTracking: { mode: string; reason?: string } }>(await cli(l, 'backup', '--vm', l.guest.name, '--host', 'hv1', '--name', 'lab', '--json'));
   t.is(next.changeTracking.mode, 'full-read');
 });
+
+test.serial('no guest agent: quiesce required fails, preferred gives a crash-consistent point with a warning', async (t) => {
+  const l = ready(t);
+  if (!l) return;
+  // Unplug the agent channel from the running VM (live only; the next boot has it again).
+  const live = virsh('dumpxml', l.guest.name);
+  const chan = /<channel type='unix'>[\s\S]*?<\/channel>/.exec(live)?.[0];
+  t.truthy(chan);
+  await writeFile(join(l.dir, 'chan.xml'), chan as string);
+  virsh('detach-device', l.guest.name, join(l.dir, 'chan.xml'), '--live');
+  const req = await cli(l, 'backup', '--vm', l.guest.name, '--host', 'hv1', '--name', 'lab-noagent', '--quiesce', 'required');
+  t.is(req.code, 1, req.stderr);
+  t.regex(req.stderr, /cannot quiesce VM \S+ - the VM has no guest-agent channel/);
+  const pref = await cli(l, 'backup', '--vm', l.guest.name, '--host', 'hv1', '--name', 'lab-noagent', '--json');
+  t.is(pref.code, 0, pref.stderr);
+  const p = json<{ vm: { quiesced: boolean }; warnings?: string[] }>(pref);
+  t.false(p.vm.quiesced);
+  t.true((p.warnings ?? []).some((w) => /not quiesced \(the VM has no guest-agent channel\): crash-consistent point/.test(w)), JSON.stringify(p.warnings));
+});
