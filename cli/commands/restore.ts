@@ -24,7 +24,7 @@ export const restoreCommand: CommandSpec<Opts> = {
     { flags: '--name <name>', description: 'with `latest`: the newest point of this name' },
     { flags: '--host <name>', description: 'VM points: restore onto this libvirt host (config folder); without --as, onto the original VM' },
     { flags: '--as <vm>', description: 'with --host: define a new VM of this name (new UUID and MAC addresses)' },
-    { flags: '--storage <dir>', description: 'with --as: folder on the host for the new disk images (default: next to the original ones)' },
+    { flags: '--storage <dir|pool>', description: 'with --as: folder on the host, or libvirt storage pool, for the new disk images (default: next to the original ones)' },
     { flags: '--no-network', description: 'with --as: leave out the network interfaces' },
     { flags: '--start', description: 'with --as: start the new VM' },
     { flags: '--force', description: 'original VM: shut it down if it runs (graceful, then hard after --shutdown-timeout)' },

@@ -32,7 +32,7 @@ export interface VmRestoreResult {
 
 export interface NewVmOptions {
   name: string;
-  /** Folder on the host for the new images (default: next to the original images). */
+  /** Folder on the host for the new images, or the name of a libvirt storage pool (default: next to the original images). */
   storage?: string;
   noNetwork?: boolean;
   start?: boolean;
@@ -46,9 +46,10 @@ export async function restoreAsNewVm(repo: Repository, point: Point, host: Libvi
   if (await host.exists(o.name)) throw new UsageError(`${host.label} already has a VM named ${o.name}`, 'choose another --as NAME, or restore onto that VM without --as');
   const stored = parseDomain(rec.xml);
   const paths = new Map<string, string>();
+  const storage = o.storage && !o.storage.startsWith('/') ? await poolPath(host, o.storage) : o.storage;
   for (const d of point.disks ?? []) {
     const orig = stored.disks.find((x) => x.dev === d.name)?.source;
-    const folder = o.storage ?? (orig ? dirname(orig) : undefined);
+    const folder = storage ?? (orig ? dirname(orig) : undefined);
     if (!folder) throw new UsageError(`disk ${d.name} of point ${point.id.slice(0, 8)} had no file on the host`, 'give --storage FOLDER');
     const path = `${folder.replace(/\/+$/, '')}/${o.name}-${d.name}.qcow2`;
     const exists = await host.transport.exec(`test -e ${shq(path)}`);
@@ -76,6 +77,7 @@ export async function restoreAsNewVm(repo: Repository, point: Point, host: Libvi
     for (const p of created) await host.transport.exec(`rm -f ${shq(p)}`).catch(() => undefined);
     throw e;
   }
+  if (storage !== o.storage) await host.virsh(['pool-refresh', o.storage as string]).catch(() => undefined);
   if (o.start) await host.virsh(['start', o.name]);
   return {
     vm: o.name, disks: [...paths].map(([dev, path]) => ({ dev, path })), bytesWritten: written, bytesCompared: 0,
@@ -142,6 +144,19 @@ export async function restoreToOriginalVm(repo: Repository, point: Point, host: 
     logicalBytes: (point.disks ?? []).reduce((a, d) => a + d.sizeBytes, 0), durationMs: Math.round(performance.now() - t0),
     ...(safety ? { safetyPoint: safety.id } : {}),
   };
+}
+
+/** A libvirt storage pool of type dir (or any pool with a target path): its folder. */
+async function poolPath(host: LibvirtHost, pool: string): Promise<string> {
+  let xml: string;
+  try {
+    xml = await host.virsh(['pool-dumpxml', pool]);
+  } catch {
+    throw new UsageError(`${host.label} has no storage pool ${pool}`, 'give --storage an absolute folder on the host, or an existing pool (`virsh pool-list --all`)');
+  }
+  const path = /<target>[\s\S]*?<path>([^<]+)<\/path>/.exec(xml)?.[1];
+  if (!path || !path.startsWith('/')) throw new UsageError(`storage pool ${pool} on ${host.label} has no folder to put images in`, 'give --storage an absolute folder, or a pool of type dir');
+  return path;
 }
 
 function requireVm(point: Point): NonNullable<Point['vm']> {

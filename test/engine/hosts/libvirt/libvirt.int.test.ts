@@ -4,7 +4,7 @@
  * booted for the whole file; the tests run in order because each builds on the VM's history.
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readFile, writeFile, rm, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -169,7 +169,11 @@ test.serial('(a) a file written in the guest comes back byte-identical in a new 
   const copy = `${l.guest.name}-copy`;
   l.extraVms.push(copy);
   const t0 = Date.now();
-  const r = await cli(l, 'restore', p.id, '--host', 'hv2', '--as', copy, '--storage', l.store, '--start', '--json');
+  // --storage names a libvirt storage pool here (a dir pool over l.store); a folder works too.
+  const pool = `${copy}-pool`;
+  virsh('pool-create-as', pool, 'dir', '--target', l.store);
+  t.teardown(() => void spawnSync('virsh', ['-c', 'qemu:///system', 'pool-destroy', pool], { stdio: 'ignore' }));
+  const r = await cli(l, 'restore', p.id, '--host', 'hv2', '--as', copy, '--storage', pool, '--start', '--json');
   t.is(r.code, 0, r.stderr);
   const rr = json<{ bytesWritten: number; durationMs: number }>(r);
   t.log(`restore as new VM: ${rr.bytesWritten} bytes written in ${rr.durationMs} ms`);
