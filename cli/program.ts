@@ -14,6 +14,7 @@ const GROUPS: Record<string, string> = {
   retention: 'try retention rules without a repository',
   catalog: 'the catalog of jobs and recovery points (a cache of the repositories)',
   target: 'volumes that hold repositories: test, attach, detach, format, df',
+  hosts: 'hypervisor hosts of the config folder',
 };
 
 export async function main(argv: string[], ctx: CliContext): Promise<number> {

@@ -107,6 +107,13 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
     },
     log: opts.log,
     limits: opts.limits,
+    openHost: async (name) => {
+      const h = config.hosts.get(name);
+      if (!h) throw new UsageError(`host ${name} is not defined in ${join(config.dir, 'hosts')}`, `create ${join(config.dir, 'hosts', `${name}.yaml`)} (see README, "Hosts")`);
+      const [{ openHostTransport }, { LibvirtHost }] = await Promise.all([import('../engine/ssh/index.js'), import('../engine/hosts/libvirt/libvirt-host.js')]);
+      if (h.driver !== 'libvirt') throw new UsageError(`host ${name} (${h.file}) has driver ${h.driver}; only libvirt hosts can be backed up in this version`);
+      return new LibvirtHost(await openHostTransport(h), h.uri ?? 'qemu:///system');
+    },
   });
   const load = async (): Promise<PolicyLoad> => {
     const fresh = await loadConfig(opts.configDir);

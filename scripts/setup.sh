@@ -13,6 +13,7 @@ declare -A NEED=(
   [losetup]=mount
   [python3]=python3         # benchmark dataset generator
   [restic]=restic           # tests: retention is checked against restic's own forget
+  [rsync]=rsync             # tests: the bench-dataset test copies trees with rsync
   # iSCSI targets: tgtd serves test LUNs; the userspace attach is qemu-storage-daemon (qemu-system-common)
   # with the libiscsi block driver (qemu-block-extra) exported through FUSE (fuse3); open-iscsi is
   # the kernel attach strategy; xfsprogs for filesystem: xfs
@@ -21,6 +22,16 @@ declare -A NEED=(
   [fusermount3]=fuse3
   [mkfs.xfs]=xfsprogs
   [iscsiadm]=open-iscsi
+  # libvirt hosts: tests run libvirtd + QEMU (TCG) with a tiny guest, reached through sshd
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-nbd]=qemu-utils
+  [virsh]=libvirt-clients
+  [libvirtd]=libvirt-daemon-system
+  [busybox]=busybox-static  # guest initramfs (scripts/lab-guest.sh)
+  [qemu-ga]=qemu-guest-agent
+  [cpio]=cpio
+  [sshd]=openssh-server
+  [ssh-keygen]=openssh-client
 )
 # a file, not a command: qemu's libiscsi block driver
 [ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || ls /usr/lib/*/qemu/block-iscsi.so >/dev/null 2>&1 || NEED+=([qemu-block-iscsi]=qemu-block-extra)
@@ -45,6 +56,11 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
    || [ ! -f node_modules/zstd-napi/build/Release/binding.node ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The lab guest for the libvirt tests (kernel from the linux-image package; cached, built once).
+if command -v qemu-ga >/dev/null && command -v busybox >/dev/null; then
+  bash scripts/lab-guest.sh >/dev/null || echo "setup: lab guest build failed (libvirt tests will fail)" >&2
 fi
 
 echo "setup: build" >&2

@@ -11,7 +11,7 @@ import { configDir, type ConfigOptions } from '../config-option.js';
 import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';
 import { basename, resolve } from 'node:path';
 
-type Opts = RepoOptions & OutputOptions & ConfigOptions & StateOptions & { image?: string; files?: string; name?: string; changedExtents?: string; policy?: string };
+type Opts = RepoOptions & OutputOptions & ConfigOptions & StateOptions & { image?: string; files?: string; name?: string; changedExtents?: string; policy?: string; vm?: string; host?: string; quiesce?: string };
 
 export const backupCommand: CommandSpec<Opts> = {
   name: 'backup',
@@ -21,6 +21,9 @@ export const backupCommand: CommandSpec<Opts> = {
     { flags: '--files <path>', description: 'file-level backup of a local folder' },
     { flags: '--name <name>', description: 'name of the protected object; points of one name form its generations (default: the file or folder name)' },
     { flags: '--policy <name>', description: 'run every source of this policy now, outside its schedule (uses --config; recorded in the catalog)' },
+    { flags: '--vm <name>', description: 'VM-level backup of a libvirt VM (all disks, quiesced, incremental) on --host' },
+    { flags: '--host <name>', description: 'with --vm: the host from the config folder (hosts/NAME.yaml)' },
+    { flags: '--quiesce <mode>', description: 'with --vm: required (fail without a guest agent) or preferred (default: crash-consistent with a warning)' },
     { flags: '--changed-extents <file>', description: 'JSON [{"offset","length"}] of guest ranges changed since the newest point of --name: read only those' },
   ],
   exitCodes: '0 point committed · 1 failed, nothing committed · 2 bad arguments, repository, source or policy · 3 point committed, some files skipped (listed); with --policy: some sources failed',
@@ -29,7 +32,8 @@ export const backupCommand: CommandSpec<Opts> = {
       if (opts.image || opts.files || opts.changedExtents || opts.repo) throw new UsageError('--policy runs the policy\'s own sources onto its own target', 'drop --image/--files/--changed-extents/--repo');
       return runPolicy(ctx, opts, opts.policy);
     }
-    if (!!opts.image === !!opts.files) throw new UsageError('give exactly one of --image FILE or --files PATH', 'see `drctl backup --help`');
+    if (opts.vm || opts.host) return runVm(ctx, opts);
+    if (!!opts.image === !!opts.files) throw new UsageError('give exactly one of --image FILE, --files PATH or --vm NAME --host HOST', 'see `drctl backup --help`');
     if (opts.changedExtents && !opts.image) throw new UsageError('--changed-extents only applies to --image backups');
     const extents = opts.changedExtents ? await readExtents(opts.changedExtents) : undefined;
     const repo = await openRepo(ctx, opts);
@@ -49,6 +53,11 @@ export const backupCommand: CommandSpec<Opts> = {
       progress.done();
       await lock.release();
     }
+    return report(ctx, opts, point, name);
+  },
+};
+
+function report(ctx: CliContext, opts: Opts, point: Point, name: string): number {
     if (opts.json) printJson(ctx, point);
     const s = point.stats;
     say(ctx, opts, `point ${point.id.slice(0, 12)} committed: ${point.kind} ${name} at ${point.time}`);
@@ -62,8 +71,39 @@ export const backupCommand: CommandSpec<Opts> = {
       return ExitCode.partial;
     }
     return ExitCode.ok;
-  },
-};
+}
+
+/** `drctl backup --vm NAME --host HOST`: one VM-level backup of a libvirt VM now. */
+async function runVm(ctx: CliContext, opts: Opts): Promise<number> {
+  if (!opts.vm || !opts.host) throw new UsageError('a VM backup needs both --vm NAME and --host HOST', 'e.g. `drctl backup --vm web01 --host hv1 --target vol1`');
+  if (opts.image || opts.files || opts.changedExtents) throw new UsageError('--vm does not combine with --image, --files or --changed-extents');
+  if (opts.quiesce !== undefined && opts.quiesce !== 'required' && opts.quiesce !== 'preferred') {
+    throw new UsageError(`--quiesce must be required or preferred, got ${opts.quiesce}`);
+  }
+  const { openConfiguredHost } = await import('../host-option.js');
+  const host = await openConfiguredHost(ctx, opts, opts.host);
+  const repo = await openRepo(ctx, opts);
+  const name = opts.name ?? opts.vm;
+  const lock = await repo.lock('shared', `drctl backup ${name}`, cliLockWait(ctx, opts));
+  const progress = progressLine(ctx, opts);
+  let point: Point;
+  try {
+    const { backupVm } = await import('../../engine/backup/vm-backup.js');
+    point = await backupVm(repo, host, {
+      name, vm: opts.vm, hostName: opts.host, quiesce: (opts.quiesce as 'required' | 'preferred' | undefined) ?? 'preferred',
+      clock: ctx.clock, hostname: ctx.hostname, signal: ctx.signal, onProgress: progress.update,
+      log: (line) => ctx.stderr.write(`drctl: ${line}\n`),
+    });
+  } finally {
+    progress.done();
+    await lock.release();
+    await host.transport.close();
+  }
+  const r = report(ctx, opts, point, name);
+  const ct = point.changeTracking;
+  say(ctx, opts, `  ${ct?.mode === 'changed-extents' ? 'incremental (dirty bitmap)' : `full read${ct?.reason ? `: ${ct.reason}` : ''}`}, ${point.vm?.quiesced ? 'quiesced' : 'not quiesced'}, ${bytes(point.stats.wireBytes ?? 0)} over SSH`);
+  return r;
+}
 
 async function readExtents(file: string): Promise<Extent[]> {
   let parsed: unknown;

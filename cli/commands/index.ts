@@ -12,6 +12,7 @@ import { policyValidateCommand } from './policy-validate.js';
 import { policyPlanCommand } from './policy-plan.js';
 import { retentionSimulateCommand } from './retention-simulate.js';
 import { targetCommands } from './target.js';
+import { hostsTestCommand, vmsCommand } from './hosts.js';
 
 /** Every command, in the order `drctl --help` lists them. */
 export const commands = [
@@ -19,4 +20,5 @@ export const commands = [
   forgetCommand, pruneCommand, daemonCommand, statusCommand, catalogRebuildCommand,
   policyValidateCommand, policyPlanCommand, retentionSimulateCommand,
   ...targetCommands,
+  hostsTestCommand, vmsCommand,
 ];

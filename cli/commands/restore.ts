@@ -5,8 +5,13 @@ import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
+import type { ConfigOptions } from '../config-option.js';
+import type { Repository, Point } from '../../engine/repo/index.js';
 
-type Opts = RepoOptions & OutputOptions & { to?: string; include?: string[]; overwrite?: boolean; name?: string };
+type Opts = RepoOptions & OutputOptions & ConfigOptions & {
+  to?: string; include?: string[]; overwrite?: boolean; name?: string;
+  host?: string; as?: string; storage?: string; network?: boolean; start?: boolean; force?: boolean; safetyPoint?: boolean; shutdownTimeout?: string;
+};
 
 export const restoreCommand: CommandSpec<Opts> = {
   name: 'restore',
@@ -17,9 +22,19 @@ export const restoreCommand: CommandSpec<Opts> = {
     { flags: '--include <path>', description: 'restore only this path of a file point (repeatable)', repeatable: true },
     { flags: '--overwrite', description: 'replace existing files at the destination' },
     { flags: '--name <name>', description: 'with `latest`: the newest point of this name' },
+    { flags: '--host <name>', description: 'VM points: restore onto this libvirt host (config folder); without --as, onto the original VM' },
+    { flags: '--as <vm>', description: 'with --host: define a new VM of this name (new UUID and MAC addresses)' },
+    { flags: '--storage <dir|pool>', description: 'with --as: folder on the host, or libvirt storage pool, for the new disk images (default: next to the original ones)' },
+    { flags: '--no-network', description: 'with --as: leave out the network interfaces' },
+    { flags: '--start', description: 'with --as: start the new VM' },
+    { flags: '--force', description: 'original VM: shut it down if it runs (graceful, then hard after --shutdown-timeout)' },
+    { flags: '--shutdown-timeout <seconds>', description: 'original VM: wait this long for a graceful shutdown (default 60)' },
+    { flags: '--no-safety-point', description: 'original VM: do not take a point of the current state first' },
   ],
   exitCodes: '0 restored · 1 failed (damaged data; a partial image file is removed) · 2 bad arguments, unknown point, destination exists',
   async run(ctx: CliContext, opts: Opts, args: string[]) {
+    if (opts.host) return restoreVm(ctx, opts, args[0] as string);
+    if (opts.as) throw new UsageError('--as needs --host NODE', 'e.g. `drctl restore POINT --host hv2 --as web01-copy`');
     if (!opts.to) throw new UsageError('restore needs --to DEST', 'e.g. `drctl restore latest --name web01 --to /tmp/web01.img`');
     const repo = await openRepo(ctx, opts);
     const point = await repo.resolvePoint(args[0] as string, opts.name);
@@ -51,3 +66,72 @@ export const restoreCommand: CommandSpec<Opts> = {
     return 0;
   },
 };
+
+/** `restore POINT --host NODE [--as NEW]`: a libvirt VM point onto a host. */
+async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<number> {
+  if (opts.to) throw new UsageError('give --to (an image file) or --host (a VM), not both');
+  const repo = await openRepo(ctx, opts);
+  const point = await repo.resolvePoint(spec, opts.name);
+  if (point.kind !== 'vm' || !point.vm) throw new UsageError(`point ${point.id.slice(0, 12)} is not a libvirt VM point`, 'restore it with --to FILE');
+  const { openConfiguredHost } = await import('../host-option.js');
+  const host = await openConfiguredHost(ctx, opts, opts.host as string);
+  const progress = progressLine(ctx, opts);
+  try {
+    const vr = await import('../../engine/restore/vm-restore.js');
+    if (opts.as) {
+      const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+      try {
+        const r = await vr.restoreAsNewVm(repo, point, host, {
+          name: opts.as, storage: opts.storage, noNetwork: opts.network === false, start: opts.start, signal: ctx.signal, onProgress: progress.update,
+        });
+        progress.done();
+        if (opts.json) printJson(ctx, { point: point.id, ...r });
+        say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) as new VM ${r.vm} on ${host.label}${r.started ? ', started' : ''}`);
+        for (const d of r.disks) say(ctx, opts, `  ${d.dev}: ${d.path}`);
+        say(ctx, opts, `  ${bytes(r.logicalBytes)} disk, ${bytes(r.bytesWritten)} written in ${duration(r.durationMs)} (${rate(r.logicalBytes, r.durationMs)})`);
+      } finally {
+        await lock.release();
+      }
+      return 0;
+    }
+    const timeout = opts.shutdownTimeout === undefined ? 60 : Number(opts.shutdownTimeout);
+    if (!Number.isFinite(timeout) || timeout < 0) throw new UsageError(`--shutdown-timeout must be a number of seconds, got ${opts.shutdownTimeout}`);
+    const safetyPoint = opts.safetyPoint === false ? undefined : () => takeSafetyPoint(ctx, opts, repo, host, point);
+    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+    try {
+      const r = await vr.restoreToOriginalVm(repo, point, host, {
+        force: opts.force, shutdownTimeoutS: timeout, safetyPoint, signal: ctx.signal, onProgress: progress.update,
+        log: (line) => say(ctx, opts, line),
+      });
+      progress.done();
+      if (opts.json) printJson(ctx, { point: point.id, ...r });
+      say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) onto VM ${r.vm} on ${host.label}${r.started ? ', restarted' : ''}`);
+      if (r.safetyPoint) say(ctx, opts, `  safety point of the state before: ${r.safetyPoint.slice(0, 12)}`);
+      say(ctx, opts, `  ${bytes(r.logicalBytes)} disk, ${bytes(r.bytesCompared)} compared, ${bytes(r.bytesWritten)} written (only differing chunks) in ${duration(r.durationMs)}`);
+    } finally {
+      await lock.release();
+    }
+    return 0;
+  } finally {
+    progress.done();
+    await host.transport.close();
+  }
+}
+
+async function takeSafetyPoint(ctx: CliContext, opts: Opts, repo: Repository, host: import('../../engine/hosts/libvirt/libvirt-host.js').LibvirtHost, point: Point): Promise<Point> {
+  const rec = point.vm as NonNullable<Point['vm']>;
+  const state = await host.state(rec.name);
+  if (state !== 'running') {
+    throw new UsageError(`VM ${rec.name} is ${state}: a safety point needs a running VM (pull-mode backup)`, 'start it, or pass --no-safety-point');
+  }
+  const { backupVm } = await import('../../engine/backup/vm-backup.js');
+  const lock = await repo.lock('shared', `drctl safety point ${point.name}`, cliLockWait(ctx, opts));
+  try {
+    return await backupVm(repo, host, {
+      name: point.name, vm: rec.name, hostName: opts.host as string, quiesce: 'preferred', clock: ctx.clock, hostname: ctx.hostname,
+      signal: ctx.signal, safetyFor: point.id, ...(point.policy ? { policy: point.policy } : {}),
+    });
+  } finally {
+    await lock.release();
+  }
+}

@@ -23,7 +23,7 @@ import type { TargetDriver } from '../../targets/types.js';
 
 /** A policy source as the engine sees it (policies/config.ts PolicySource is assignable). */
 export type JobSource =
-  | { kind: 'vm'; name: string; vm: string; host: string; files?: string[] }
+  | { kind: 'vm'; name: string; vm: string; host: string; files?: string[]; quiesce?: 'required' | 'preferred' }
   | { kind: 'image'; name: string; image: string }
   | { kind: 'path'; name: string; path: string };
 
@@ -56,6 +56,8 @@ export interface RunnerDeps {
   limits?: JobLimits;
   /** Prune repack threshold (0..1). */
   repackThreshold?: number;
+  /** A host of the config folder, for `vm:` sources. */
+  openHost?(name: string): Promise<import('../hosts/libvirt/libvirt-host.js').LibvirtHost>;
 }
 
 export interface JobOutcome {
@@ -207,11 +209,24 @@ export class JobRunner {
         case 'path':
           return await (await import('../backup/files-backup.js')).backupFolder(repo, source.path, common);
         case 'vm':
-          throw new UsageError(`source ${source.name} of policy ${policy.name}: VM ${source.vm} on host ${source.host} needs the libvirt/Hyper-V host drivers, which this version does not have yet`,
-            'back up the VM\'s disk images with `image:` sources for now');
+          return await this.backupVmSource(repo, source, common);
       }
     } finally {
       await lock.release();
+    }
+  }
+
+  private async backupVmSource(repo: Repository, source: Extract<JobSource, { kind: 'vm' }>, common: { name: string; policy: string; clock: Clock; hostname: string; signal: AbortSignal }): Promise<Point> {
+    if (!this.deps.openHost) throw new UsageError(`source ${source.name}: VM ${source.vm} on host ${source.host} needs a host driver`, 'run it through `drctl backup --policy` or the daemon');
+    const host = await this.deps.openHost(source.host);
+    try {
+      const { backupVm } = await import('../backup/vm-backup.js');
+      return await backupVm(repo, host, {
+        ...common, vm: source.vm, hostName: source.host, quiesce: source.quiesce ?? 'preferred',
+        ...(source.files ? { files: source.files } : {}), log: this.deps.log,
+      });
+    } finally {
+      await host.transport.close();
     }
   }
 

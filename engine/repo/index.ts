@@ -13,7 +13,7 @@ export { Repository, type RepoDeps } from './repository.js';
 export { BlobWriter, type WriteStats } from './blob-writer.js';
 export { BlobIndex, type BlobLocation } from './index-store.js';
 export { FORMAT_VERSION, LIST_ENTRIES_PER_BLOB, Keys, type RepoConfig } from './format.js';
-export { type Point, type PointManifest, type DiskRecord, type ItemError, type PointKind } from './point.js';
+export { type Point, type PointManifest, type DiskRecord, type ItemError, type PointKind, type VmRecord } from './point.js';
 export { type Lock, type LockKind, type LockWait } from './locks.js';
 export { HASH_BYTES, hashOwned, hashHex } from './codec.js';
 export { readPackHeader } from './pack.js';

@@ -31,6 +31,8 @@ export interface PointStats {
   files?: number;
   dirs?: number;
   unchangedFiles?: number;
+  /** Bytes received from the host over SSH during the backup (VMs on remote hosts). */
+  wireBytes?: number;
 }
 
 export interface PointManifest {
@@ -41,7 +43,8 @@ export interface PointManifest {
   kind: PointKind;
   time: string;
   hostname: string;
-  source: { type: 'image' | 'folder'; path: string };
+  /** For a VM: path is HOST/VM. */
+  source: { type: 'image' | 'folder' | 'vm'; path: string };
   parent?: string;
   disks?: DiskRecord[];
   tree?: string;
@@ -55,12 +58,27 @@ export interface PointManifest {
   warnings?: string[];
   /** Where a policy run put the point: its target, and when that is the fallback, from which target and why. */
   placement?: Placement;
+  /** A libvirt VM: what the next incremental and a restore need. */
+  vm?: VmRecord;
+  /** A point taken by `restore` of the current state before overwriting it. */
+  safetyFor?: string;
 }
 
 export interface Placement {
   target: string;
   fallbackFrom?: string;
   reason?: string;
+}
+
+export interface VmRecord {
+  host: string;
+  name: string;
+  uuid: string;
+  /** Domain XML (inactive) at backup time: restores rebuild the VM from it. */
+  xml: string;
+  /** libvirt checkpoint created with this point (base of the next incremental). */
+  checkpoint?: string;
+  quiesced: boolean;
 }
 
 export interface Point extends PointManifest {

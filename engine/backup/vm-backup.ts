@@ -1,0 +1,165 @@
+/**
+ * VM-level backup of a libvirt domain: all its disks, quiesced through the guest agent, read
+ * through a pull-mode backup job. Incremental when the chain holds: the previous point of this
+ * name has a checkpoint that still exists on the host, the same VM (UUID) and the same disk
+ * sizes; then only dirty-bitmap extents are read and the rest of each disk is taken from the
+ * parent's chunk lists (a synthetic full). Any break → the whole disk is read, with the reason
+ * on the point. A connection lost mid-way is retried (the job restarts from the old checkpoint).
+ */
+import type { Repository, Point, DiskRecord } from '../repo/index.js';
+import type { Clock } from '../runtime/clock.js';
+import type { ProgressFn } from '../progress.js';
+import { backupDisk } from './image-backup.js';
+import { beginBackupJob, type BackupJob } from '../hosts/libvirt/backup-job.js';
+import type { LibvirtHost } from '../hosts/libvirt/libvirt-host.js';
+import { HostUnreachableError, RemoteCommandError } from '../ssh/index.js';
+import { NbdError } from '../hosts/libvirt/nbd-client.js';
+import { InterruptedError, isDrError } from '../errors.js';
+
+export interface VmBackupOptions {
+  /** Point name (the source name; defaults to the VM name). */
+  name: string;
+  vm: string;
+  /** Host name from the config folder (recorded on the point). */
+  hostName: string;
+  quiesce?: 'required' | 'preferred';
+  /** Guest paths asked for file-level: served VM-level on Linux guests (the fallback). */
+  files?: string[];
+  policy?: string;
+  clock: Clock;
+  hostname: string;
+  signal?: AbortSignal;
+  onProgress?: ProgressFn;
+  /** Attempts when the connection drops mid-way (default 3). */
+  attempts?: number;
+  onFrozen?: () => Promise<void>;
+  /** Log lines (retries). */
+  log?: (line: string) => void;
+  safetyFor?: string;
+}
+
+export async function backupVm(repo: Repository, host: LibvirtHost, opts: VmBackupOptions): Promise<Point> {
+  const attempts = opts.attempts ?? 3;
+  for (let i = 1; ; i++) {
+    try {
+      return await attempt(repo, host, opts);
+    } catch (e) {
+      const retriable = e instanceof HostUnreachableError || e instanceof NbdError || (e instanceof Error && /connection|ECONNRESET|EPIPE|Not connected/i.test(e.message) && !isDrError(e));
+      if (!retriable || i >= attempts || opts.signal?.aborted) throw wrap(host, opts.vm, e);
+      opts.log?.(`${host.label}: VM ${opts.vm}: ${(e as Error).message} - retrying (attempt ${i + 1} of ${attempts})`);
+      await new Promise((r) => setTimeout(r, 1000 * i));
+    }
+  }
+}
+
+function wrap(host: LibvirtHost, vm: string, e: unknown): unknown {
+  if (isDrError(e)) return e;
+  return new HostUnreachableError(host.label, `backup of VM ${vm} failed - ${(e as Error).message ?? String(e)}`, { cause: e });
+}
+
+async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOptions): Promise<Point> {
+  const started = opts.clock.now();
+  const wire0 = host.transport.bytesIn;
+  const { points } = await repo.listPoints();
+  const parent = [...points].reverse().find((p) => p.name === opts.name && p.kind === 'vm' && p.vm?.host === opts.hostName && p.vm.checkpoint);
+  const fallback = opts.files?.length ? await fallbackReason(host, opts.vm, opts.files) : undefined;
+  const chain = parent ? await chainProblem(host, opts.vm, parent) : 'no previous point of this VM';
+  let job: BackupJob;
+  try {
+    job = await beginBackupJob(host, opts.vm, { quiesce: opts.quiesce ?? 'preferred', onFrozen: opts.onFrozen, ...(chain ? {} : { incrementalFrom: parent?.vm?.checkpoint }) });
+  } catch (e) {
+    if (chain || !(e instanceof RemoteCommandError) || !/bitmap|checkpoint/i.test(e.message)) throw e;
+    // The checkpoint exists in libvirt's metadata but its bitmap is gone (host crash): full read.
+    return attemptFull(repo, host, opts, `incremental backup refused by the host (${e.message}): the whole disk was read`);
+  }
+  let ok = false;
+  try {
+    const reason = chain ?? undefined;
+    const writer = repo.newWriter();
+    const disks: DiskRecord[] = [];
+    const fullReasons: string[] = [];
+    let readBytes = 0;
+    let logical = 0;
+    for (const d of job.domain.disks) {
+      if (opts.signal?.aborted) throw new InterruptedError();
+      const size = job.diskSizes.get(d.dev) ?? 0;
+      const parentDisk = parent?.disks?.find((x) => x.name === d.dev);
+      let diskReason = reason;
+      if (!diskReason && parentDisk && parentDisk.sizeBytes !== size) diskReason = `disk ${d.dev} was resized from ${parentDisk.sizeBytes} to ${size} bytes`;
+      if (!diskReason && !parentDisk) diskReason = `disk ${d.dev} is new since the previous point`;
+      const { source, changed } = await job.openDisk(d.dev);
+      try {
+        const r = await backupDisk(repo, writer, source, {
+          ...(diskReason ? {} : { changedExtents: changed, parentDisk }),
+          signal: opts.signal,
+          onProgress: opts.onProgress,
+        });
+        disks.push(r.disk);
+        readBytes += r.readBytes;
+        logical += source.sizeBytes;
+        const why = diskReason ?? r.fullReadReason;
+        if (why) fullReasons.push(`${d.dev}: ${why}`);
+      } finally {
+        await source.close();
+      }
+    }
+    await writer.finish();
+    const warnings = [...job.warnings];
+    const point = await repo.commitPoint({
+      formatVersion: 1,
+      name: opts.name,
+      ...(opts.policy ? { policy: opts.policy } : {}),
+      kind: 'vm',
+      time: started.toISOString(),
+      hostname: opts.hostname,
+      source: { type: 'vm', path: `${opts.hostName}/${opts.vm}` },
+      ...(parent && !chain ? { parent: parent.id } : {}),
+      disks,
+      stats: {
+        logicalBytes: logical, readBytes, newBytes: writer.stats.rawBytesNew, storedNewBytes: writer.stats.storedBytesNew,
+        durationMs: opts.clock.now().getTime() - started.getTime(), wireBytes: host.transport.bytesIn - wire0,
+      },
+      errors: [],
+      changeTracking: fullReasons.length ? { mode: 'full-read', reason: fullReasons.join('; ') } : { mode: 'changed-extents' },
+      ...(fallback ? { fallback: { reason: fallback } } : {}),
+      ...(warnings.length ? { warnings } : {}),
+      vm: { host: opts.hostName, name: opts.vm, uuid: job.uuid, xml: job.xml, checkpoint: job.checkpoint, quiesced: job.quiesced },
+      ...(opts.safetyFor ? { safetyFor: opts.safetyFor } : {}),
+    });
+    ok = true;
+    await job.finish(true);
+    // The parent's checkpoint is no longer needed (libvirt merges its bitmap into the new one).
+    // Checkpoints of other point names of this VM are left alone: they are other chains.
+    if (parent?.vm?.checkpoint && !chain) await host.virsh(['checkpoint-delete', opts.vm, parent.vm.checkpoint]).catch(() => undefined);
+    return point;
+  } finally {
+    if (!ok) await job.finish(false);
+  }
+}
+
+/** A run whose incremental was refused: forget drctl's checkpoints and read everything. */
+async function attemptFull(repo: Repository, host: LibvirtHost, opts: VmBackupOptions, reason: string): Promise<Point> {
+  for (const c of await host.checkpoints(opts.vm)) if (c.startsWith('drctl-')) await host.virsh(['checkpoint-delete', opts.vm, c, '--metadata']).catch(() => undefined);
+  const p = await attempt(repo, host, opts);
+  return p.changeTracking?.mode === 'full-read' ? p : { ...p, changeTracking: { mode: 'full-read', reason } };
+}
+
+/** Why the previous point cannot be the base of an incremental; undefined when it can. */
+async function chainProblem(host: LibvirtHost, vm: string, parent: Point): Promise<string | undefined> {
+  const rec = parent.vm;
+  if (!rec?.checkpoint) return 'the previous point has no checkpoint';
+  const uuid = (await host.virsh(['domuuid', vm])).trim();
+  if (uuid !== rec.uuid) return `VM ${vm} was recreated (UUID ${rec.uuid} → ${uuid})`;
+  const cps = await host.checkpoints(vm);
+  if (!cps.includes(rec.checkpoint)) return `checkpoint ${rec.checkpoint} of the previous point is missing on the host (deleted outside drctl, or lost in a host crash)`;
+  return undefined;
+}
+
+/** Linux guests have no VSS: a file-level request is served VM-level, with this reason. */
+async function fallbackReason(host: LibvirtHost, vm: string, files: string[]): Promise<string | undefined> {
+  const os = await host.osFamily(vm);
+  const what = `file-level source (${files.join(', ')})`;
+  if (os === 'linux') return `${what} on a Linux guest: no consistent file-level view from the host, backed up VM-level; files are restorable from this point`;
+  if (os === 'windows') return `${what} on a Windows guest: VSS file-level backup is not available for libvirt hosts yet, backed up VM-level`;
+  return `${what}: guest OS unknown (no guest agent answer), backed up VM-level`;
+}
