@@ -93,9 +93,10 @@ async function listing(dir: string): Promise<string[]> {
   return out.sort();
 }
 
-async function repoBytes(repo: string): Promise<number> {
+async function repoBytes(repo: string, withTemp = true): Promise<number> {
   let n = 0;
   for (const f of await listing(repo)) {
+    if (!withTemp && f.startsWith(join(repo, 'tmp') + '/')) continue;
     const fh = await open(f, 'r');
     n += (await fh.stat()).size;
     await fh.close();
@@ -195,7 +196,7 @@ test.serial('kill -9 of prune at 12 moments: check passes, every kept point rest
   const full = await drctl(['prune', '--repo', probe, '--repack-threshold', '10']);
   t.is(full.code, 0, full.stderr);
   const fullMs = Date.now() - t0;
-  const probeBytes = await repoBytes(probe);
+  const probeBytes = await repoBytes(probe, false);
   t.log(`a whole prune takes ${fullMs} ms`);
   const trials = 12;
   let killedMidway = 0;
@@ -218,7 +219,10 @@ test.serial('kill -9 of prune at 12 moments: check passes, every kept point rest
     // Nothing the killed prune left behind survives the next one.
     const left = json<PruneJson>(await drctl(['prune', '--repo', repo, '--repack-threshold', '10', '--dry-run', '--json']));
     t.is(left.packsDeleted + left.packsRepacked + left.unindexedPacksDeleted, 0, `trial ${k}: nothing left to prune`);
-    t.true((await repoBytes(repo)) <= probeBytes + MiB, `trial ${k}: as small as after an uninterrupted prune`);
+    // Temp files of the killed write stay until they are an hour old (tested below); packs may
+    // keep up to the repack threshold (10 %) of duplicates the kill left behind.
+    const size = await repoBytes(repo, false);
+    t.true(size <= probeBytes * 1.1 + MiB, `trial ${k}: ${size} bytes, an uninterrupted prune leaves ${probeBytes}`);
     await rm(repo, { recursive: true, force: true });
   }
   t.log(`${killedMidway} of ${trials} prunes were killed before they finished`);
