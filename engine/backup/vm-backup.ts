@@ -7,6 +7,7 @@
  * on the point. A connection lost mid-way is retried (the job restarts from the old checkpoint).
  */
 import type { Repository, Point, DiskRecord } from '../repo/index.js';
+import type { Placement } from '../repo/point.js';
 import type { Clock } from '../runtime/clock.js';
 import type { ProgressFn } from '../progress.js';
 import { backupDisk } from './image-backup.js';
@@ -23,6 +24,8 @@ export interface VmBackupOptions {
   /** Host name from the config folder (recorded on the point). */
   hostName: string;
   quiesce?: 'required' | 'preferred';
+  /** Which target the policy run wrote to (recorded on the point). */
+  placement?: Placement;
   /** Guest paths asked for file-level: served VM-level on Linux guests (the fallback). */
   files?: string[];
   policy?: string;
@@ -113,6 +116,7 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
       time: started.toISOString(),
       hostname: opts.hostname,
       source: { type: 'vm', path: `${opts.hostName}/${opts.vm}` },
+      ...(opts.placement ? { placement: opts.placement } : {}),
       ...(parent && !chain ? { parent: parent.id } : {}),
       disks,
       stats: {

@@ -216,7 +216,7 @@ export class JobRunner {
     }
   }
 
-  private async backupVmSource(repo: Repository, source: Extract<JobSource, { kind: 'vm' }>, common: { name: string; policy: string; clock: Clock; hostname: string; signal: AbortSignal }): Promise<Point> {
+  private async backupVmSource(repo: Repository, source: Extract<JobSource, { kind: 'vm' }>, common: { name: string; policy: string; placement: Placement; clock: Clock; hostname: string; signal: AbortSignal }): Promise<Point> {
     if (!this.deps.openHost) throw new UsageError(`source ${source.name}: VM ${source.vm} on host ${source.host} needs a host driver`, 'run it through `drctl backup --policy` or the daemon');
     const host = await this.deps.openHost(source.host);
     try {
