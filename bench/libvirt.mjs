@@ -4,8 +4,8 @@
 //   full backup (drctl backup --vm), restore as a new VM (drctl restore --as), and
 //   ssh cat of the raw image file. Run after `npm run build`: node bench/libvirt.mjs
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, chmodSync, copyFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, chmodSync, copyFileSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshd } from '../dist/test/support/sshd.js';
 import { ensureLibvirtd, labCache, domainXml, waitForAgent, removeVm } from '../dist/test/support/libvirt-lab.js';
@@ -53,8 +53,14 @@ try {
     [`drctl backup --vm (full, 2 disks, ${(p.stats.readBytes / MiB).toFixed(0)} MiB read, ${(p.stats.wireBytes / MiB).toFixed(0)} MiB over SSH)`, `${mbps(p.stats.readBytes, backupMs)} MB/s`, `${(backupMs / 1000).toFixed(1)} s`],
     [`drctl restore --as (new VM, ${(r.bytesWritten / MiB).toFixed(0)} MiB written through qemu-nbd)`, `${mbps(r.bytesWritten, restoreMs)} MB/s`, `${(restoreMs / 1000).toFixed(1)} s`],
   ];
-  console.log('| what | throughput | time |\n|---|---|---|');
-  for (const row of rows) console.log(`| ${row.join(' | ')} |`);
+  const table = ['| what | throughput | time |', '|---|---|---|', ...rows.map((row) => `| ${row.join(' | ')} |`)].join('\n');
+  console.log(table);
+  // With LIBVIRT_MD=FILE (bench/run.sh), the measured block of that page is replaced.
+  if (process.env.LIBVIRT_MD) {
+    const page = readFileSync(process.env.LIBVIRT_MD, 'utf8');
+    const block = `<!-- measured -->\nRun ${new Date().toISOString().slice(0, 10)}, ${availableParallelism()} cores, load average ${loadavg()[0].toFixed(2)} at the end:\n\n${table}\n<!-- /measured -->`;
+    writeFileSync(process.env.LIBVIRT_MD, page.replace(/<!-- measured -->[\s\S]*<!-- \/measured -->/, block));
+  }
 } finally {
   removeVm(`${name}-r`);
   removeVm(name);

@@ -6,6 +6,7 @@
 #      BENCH_WORK=/tmp/peerbench/run   scratch folder (repos, restores, logs)
 #      REPS=1  TOOLS="restic borg-lz4 borg-zstd3 drctl"  BIG=1 (8 GiB image RSS check; 0 skips)
 #      PRUNE=1 (bench/prune.sh: prune of 100 points of a 1 GiB image; 0 skips)
+#      LIBVIRT=1 (bench/libvirt.mjs: VM backup/restore over SSH on the lab guest; 0 skips)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -70,6 +71,9 @@ if [ "${PRUNE:-1}" = 1 ]; then bash "$HERE/prune.sh" >&2; fi
 
 # 4. Backup onto an iSCSI volume (tgtd on loopback, userspace attach) vs a local folder → bench/ISCSI.md.
 if [ "${ISCSI:-1}" = 1 ]; then BENCH_DATA=$DATA bash "$HERE/iscsi.sh" >&2; fi
+
+# 5. VM backup and restore over SSH (libvirt lab guest) vs `ssh host cat` → bench/LIBVIRT.md.
+if [ "${LIBVIRT:-1}" = 1 ]; then LIBVIRT_MD=$HERE/LIBVIRT.md node "$HERE/libvirt.mjs" >&2; fi
 
 node "$HERE/report.mjs" "$WORK/peers/results.tsv" "$EXTRA" "$WORK/peers/info.txt" > "$HERE/RESULTS.md"
 echo "bench: wrote bench/RESULTS.md" >&2
