@@ -76,9 +76,9 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
     return attemptFull(repo, host, opts, `incremental backup refused by the host (${e.message}): the whole disk was read`);
   }
   let ok = false;
+  const writer = repo.newWriter();
   try {
     const reason = chain ?? undefined;
-    const writer = repo.newWriter();
     const disks: DiskRecord[] = [];
     const fullReasons: string[] = [];
     let readBytes = 0;
@@ -137,7 +137,12 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
     if (parent?.vm?.checkpoint && !chain) await host.virsh(['checkpoint-delete', opts.vm, parent.vm.checkpoint]).catch(() => undefined);
     return point;
   } finally {
-    if (!ok) await job.finish(false);
+    if (!ok) {
+      // Packs this attempt uploaded are in the in-memory index, so a retry dedups against them:
+      // write their index file too, or the retry's point would use blobs no index lists.
+      await writer.finish().catch(() => undefined);
+      await job.finish(false);
+    }
   }
 }
 
