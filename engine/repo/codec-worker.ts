@@ -3,11 +3,11 @@
  * decompression + hash verification. Runs zstd-napi synchronously, off the main thread.
  */
 import { parentPort } from 'node:worker_threads';
-import { writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Compressor } from 'zstd-napi';
 import { decodeVerifiedSync } from './codec-sync.js';
 import { GcPacer } from '../runtime/gc.js';
+import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply } from './codec-pool.js';
 
 const PROBE_BYTES = 8 * 1024;
@@ -35,21 +35,6 @@ function looksIncompressible(raw: Buffer): boolean {
   return true;
 }
 
-const ZERO_BLOCK = Buffer.alloc(4096);
-
-/** Spans of `raw` that are not all-zero 4 KiB blocks, so a restore can leave holes as holes. */
-function nonZeroSpans(raw: Buffer): [number, number][] {
-  const spans: [number, number][] = [];
-  for (let at = 0; at < raw.length; at += 4096) {
-    const end = Math.min(at + 4096, raw.length);
-    if (raw.compare(ZERO_BLOCK, 0, end - at, at, end) === 0) continue;
-    const last = spans.at(-1);
-    if (last && last[1] === at) last[1] = end;
-    else spans.push([at, end]);
-  }
-  return spans;
-}
-
 function compressOne(data: Buffer, level: number): { data: Buffer; codec: number } {
   if (!looksIncompressible(data)) {
     const z = compressor(level).compress(data);
@@ -66,13 +51,7 @@ function handle(req: CodecRequest): CodecReply {
       const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
       if (typeof r === 'string') return { ok: false, error: r };
       const spans = nonZeroSpans(r);
-      for (const base of b.at) {
-        for (const [s0, e0] of spans) {
-          const e = Math.min(e0, req.limit - base);
-          for (let done = s0; done < e;) done += writeSync(req.fd, r, done, e - done, base + done);
-          if (e > s0) written += e - s0;
-        }
-      }
+      for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
       return { ok: true };
     });
     return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };

@@ -1,13 +1,14 @@
 /**
- * Worker thread body for WholeFileWriters: decode + verify small blobs and write each as a
- * whole new file with its metadata, all with synchronous calls. Batches arrive as one buffer
- * of stored (still compressed) blobs and a list saying where each goes.
+ * Worker thread body for FileWriters (file-writer-pool.ts): decode + verify each blob of a
+ * batch, then create the small files it is the whole content of and write it into the open
+ * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
 import { constants, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
 import { decodeVerifiedSync } from '../repo/codec-sync.js';
 import { GcPacer } from '../runtime/gc.js';
-import type { WriteBatch, WriteReply } from './file-writer-pool.js';
+import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
+import type { WholeFile, WriteBatch, WriteReply } from './file-writer-pool.js';
 
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
@@ -17,6 +18,30 @@ function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: 
   const r = decodeVerifiedSync(stored, codec, rawLength, hash, true); // written at once, before the next blob
   if (typeof r === 'string') throw new BadBlob(r);
   return r;
+}
+
+function writeWhole(f: WholeFile, raw: Buffer): void {
+  if (f.replace) {
+    try {
+      unlinkSync(f.path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  const fd = openSync(f.path, CREATE, 0o600);
+  try {
+    for (let done = 0; done < raw.length;) done += writeSync(fd, raw, done, raw.length - done, done);
+    try {
+      fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+    }
+    fchmodSync(fd, f.mode);
+    futimesSync(fd, f.mtimeSec, f.mtimeSec);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function handle(req: WriteBatch): WriteReply {
@@ -29,28 +54,16 @@ function handle(req: WriteBatch): WriteReply {
       const raw = decodeVerified(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash);
       for (const f of b.files) {
         current = f.path;
-        if (f.replace) {
-          try {
-            unlinkSync(f.path);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-          }
-        }
-        const fd = openSync(f.path, CREATE, 0o600);
-        try {
-          for (let done = 0; done < raw.length;) done += writeSync(fd, raw, done, raw.length - done, done);
-          try {
-            fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
-          } catch (e) {
-            const code = (e as NodeJS.ErrnoException).code;
-            if (code !== 'EPERM' && code !== 'EINVAL') throw e;
-          }
-          fchmodSync(fd, f.mode);
-          futimesSync(fd, f.mtimeSec, f.mtimeSec);
-        } finally {
-          closeSync(fd);
-        }
+        writeWhole(f, raw);
         bytes += raw.length;
+      }
+      if (b.writes.length > 0) {
+        const spans = nonZeroSpans(raw);
+        for (const w of b.writes) {
+          current = w.path;
+          writeNonZeroSync(w.fd, raw, w.at, w.limit, spans);
+          bytes += Math.max(0, Math.min(raw.length, w.limit - w.at));
+        }
       }
     }
   } catch (e) {

@@ -7,10 +7,10 @@
  *      --overwrite; a symlink where a folder goes is refused);
  *   3. locate every chunk in the index (a missing one fails here);
  *   4. folders (mode 0700 while being filled), then file content in pack order, each chunk
- *      verified against its hash. Files of one chunk (most of them) are decoded, written and
- *      given owner, mode and mtime by writer threads, a batch per range read from a pack
- *      (file-writer-pool.ts); chunks of larger files are written at their offsets here, and
- *      the writer of a file's last chunk sets its metadata on its descriptor;
+ *      verified against its hash by a writer thread (file-writer-pool.ts), one batch per range
+ *      read from a pack. Files of one chunk (most of them) are created, written and given
+ *      owner, mode and mtime there; chunks of larger files are written at their offsets into
+ *      descriptors opened here (OpenFiles), which sets the metadata after the last chunk;
  *   5. hard links, then symlinks (only once all regular content exists, so no write can go
  *      through a link created by this restore), then folder metadata, deepest first.
  * Existing files are replaced by unlink + create with O_EXCL|O_NOFOLLOW, never by writing
@@ -18,15 +18,15 @@
  */
 import { resolve } from 'node:path';
 import pLimit from 'p-limit';
-import { fsp, constants, openSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
+import { fsp, constants, openSync, closeSync, fchownSync, fchmodSync, futimesSync, ftruncateSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
 import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';
 import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
 import { planRestore, type PlanItem } from './files-plan.js';
-import { fetchByPack, locateBlobs, verifier, type StoredBlob } from './pack-fetch.js';
-import { WholeFileWriters, type BatchBlob } from './file-writer-pool.js';
+import { fetchByPack, locateBlobs } from './pack-fetch.js';
+import { FileWriters, type BatchBlob } from './file-writer-pool.js';
 import { destPath, makeDir, makeRoot, scanDestination, type DestScan } from './safe-path.js';
 import { archiveFormat, restoreArchive } from './archive-restore.js';
 
@@ -36,6 +36,8 @@ export interface RestoreFilesOptions {
   overwrite?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressFn;
+  /** Descriptors kept open for files written chunk by chunk (default 128); idle ones above it are closed and reopened. */
+  maxOpenFiles?: number;
 }
 
 export interface RestoreFilesResult {
@@ -68,7 +70,11 @@ interface FileTask {
   replace: boolean;
   /** Chunks not yet written; the writer of the last one sets the metadata. */
   remaining: number;
-  created?: Promise<void>;
+  /** Created on disk (by OpenFiles; whole files are created by a writer thread). */
+  created?: boolean;
+  /** Open descriptor while chunks are being written, and how many batches in flight use it. */
+  fd?: number;
+  busy: number;
 }
 
 async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
@@ -93,7 +99,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     if (entry.type === 'dir') dirs.push(item);
     else if (entry.type === 'symlink') symlinks.push(item);
     else if (entry.type === 'file') {
-      const f = { abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0 };
+      const f = { abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0, busy: 0 };
       files.push(f);
       byRel.set(rel, f);
     }
@@ -103,7 +109,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     const replace = scan.replace.has(rel);
     // Linked only to a file this restore writes itself; otherwise the link gets its own copy.
     if (byRel.has(entry.linkTo as string)) links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace });
-    else files.push({ abs: destPath(root, rel), entry, replace, remaining: entry.content?.length ?? 0 });
+    else files.push({ abs: destPath(root, rel), entry, replace, remaining: entry.content?.length ?? 0, busy: 0 });
   }
   const located = locateBlobs(repo, files.flatMap((f) => f.entry.content ?? []));
   const uses = new Map<string, { file: FileTask; offset: number }[]>();
@@ -134,32 +140,42 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
       opts.onProgress({ phase: 'restore', doneBytes, totalBytes, item });
     }
   };
-  // A blob that is the whole content of every file using it goes to the writer threads.
-  const isWhole = (hash: string) => uses.get(hash)!.every((u) => u.file.remaining === 1 && u.file.entry.content?.length === 1);
-  const writers = [...uses.keys()].some(isWhole) ? new WholeFileWriters((h) => located.get(h)?.pack ?? '?') : undefined;
-  const verify = verifier(repo);
-  const deliver = async (hash: string, raw: Buffer) => {
-    if (opts.signal?.aborted) throw new InterruptedError();
-    for (const { file, offset } of uses.get(hash) ?? []) {
-      await writePart(file, offset, raw);
-      progress(raw.length, file.abs);
-    }
-  };
+  // Every range read from a pack goes to a writer thread with where each blob lands.
+  const isWhole = (hash: string) => uses.get(hash)!.every((u) => u.file.entry.content?.length === 1 && u.file.remaining === 1);
+  const open = new OpenFiles(opts.maxOpenFiles ?? MAX_OPEN_FILES);
+  const writers = uses.size > 0 ? new FileWriters((h) => located.get(h)?.pack ?? '?') : undefined;
   try {
-    await fetchByPack(repo, located, async (pack, blobs, range) => {
-      const whole: StoredBlob[] = [];
-      const rest: StoredBlob[] = [];
-      for (const b of blobs) (isWhole(b.hash) ? whole : rest).push(b);
-      // Copies of the others first: the range buffer itself is handed to a writer thread.
-      for (const b of rest) b.stored = Buffer.from(b.stored);
-      const jobs = [verify(pack, rest, deliver)];
-      if (whole.length > 0) {
-        const batch = wholeBatch(whole, uses);
-        jobs.push(writers!.write(range, batch).then((bytes) => progress(bytes, batch.at(-1)!.files[0]!.path)));
+    await fetchByPack(repo, located, async (_pack, blobs, range) => {
+      if (opts.signal?.aborted) throw new InterruptedError();
+      const parts: FileTask[] = [];
+      const batch = blobs.map((b): BatchBlob => {
+        const out: BatchBlob = { offset: b.at, length: b.stored.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files: [], writes: [] };
+        const whole = isWhole(b.hash);
+        for (const { file, offset } of uses.get(b.hash)!) {
+          if (whole) {
+            file.remaining = 0;
+            const e = file.entry;
+            out.files.push({ path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace });
+          } else {
+            out.writes.push({ fd: open.fd(file), path: file.abs, at: offset, limit: file.entry.size });
+            parts.push(file);
+          }
+        }
+        return out;
+      });
+      let bytes: number;
+      try {
+        bytes = await writers!.write(range, batch);
+      } finally {
+        for (const f of parts) f.busy--;
       }
-      await allSettledThenThrow(jobs);
+      // Every chunk of these files in this batch is on disk: the last one sets the metadata.
+      for (const f of parts) if (--f.remaining === 0) open.finish(f);
+      open.closeIdle();
+      progress(bytes, batch.at(-1)?.files[0]?.path ?? parts.at(-1)?.abs ?? '');
     }, opts.signal);
   } finally {
+    open.closeAll();
     await writers?.close();
   }
 
@@ -174,49 +190,66 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
   return { files: items.length - dirs.length, dirs: dirs.length, bytes: totalBytes, dest: root };
 }
 
-/** Where each blob of a range goes, for a writer thread (offsets into the range buffer). */
-function wholeBatch(batch: StoredBlob[], uses: Map<string, { file: FileTask; offset: number }[]>): BatchBlob[] {
-  return batch.map((b): BatchBlob => {
-    const files = uses.get(b.hash)!.map(({ file }) => {
-      file.remaining = 0;
-      const e = file.entry;
-      return { path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace };
-    });
-    return { offset: b.at, length: b.stored.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files };
-  });
-}
-
-async function allSettledThenThrow(jobs: Promise<unknown>[]): Promise<void> {
-  const results = await Promise.allSettled(jobs);
-  const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (bad) throw bad.reason;
-}
-
-async function openNew(f: FileTask): Promise<FileHandle> {
-  if (f.replace) await removeIfThere(f.abs);
-  return fsp.open(f.abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-}
+/** Descriptors of files written chunk by chunk stay open this side of the limit. */
+const MAX_OPEN_FILES = 128;
+const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /**
- * Write one chunk of a file at its offset; the first writer creates the file, the last sets
- * its metadata. Chunks of multi-chunk files go through FileHandles (one open per chunk).
+ * Files whose chunks are written at their offsets by the writer threads: created (and sized,
+ * so skipped zero blocks read back as zeros) on first use, kept open while batches use them,
+ * given their metadata and closed after the last chunk. When more than MAX_OPEN_FILES are
+ * open (chunks of many files spread over many packs), idle ones are closed and reopened
+ * later. A descriptor is never closed while a batch in flight holds it (its number could be
+ * reused by the next open while a writer thread still writes to it).
  */
-async function writePart(f: FileTask, offset: number, data: Buffer): Promise<void> {
-  let h: FileHandle;
-  if (!f.created) {
-    const opened = openNew(f);
-    f.created = opened.then(() => undefined, () => undefined);
-    h = await opened;
-  } else {
-    await f.created;
-    h = await fsp.open(f.abs, constants.O_WRONLY | constants.O_NOFOLLOW);
+class OpenFiles {
+  private readonly open = new Set<FileTask>();
+  constructor(private readonly max: number) {}
+
+  fd(f: FileTask): number {
+    f.busy++;
+    if (f.fd !== undefined) return f.fd;
+    if (!f.created) {
+      if (f.replace) removeIfThereSync(f.abs);
+      f.fd = openSync(f.abs, CREATE, 0o600);
+      f.created = true;
+      ftruncateSync(f.fd, f.entry.size);
+    } else {
+      f.fd = openSync(f.abs, constants.O_WRONLY | constants.O_NOFOLLOW);
+    }
+    this.open.add(f);
+    return f.fd;
   }
-  try {
-    let done = 0;
-    while (done < data.length) done += (await h.write(data, done, data.length - done, offset + done)).bytesWritten;
-    if (--f.remaining === 0) await applyMeta(h, f.entry);
-  } finally {
-    await h.close();
+
+  finish(f: FileTask): void {
+    const fd = f.fd as number;
+    this.forget(f);
+    try {
+      applyMetaSync(fd, f.entry);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  closeIdle(): void {
+    if (this.open.size <= this.max) return;
+    for (const f of this.open) {
+      if (f.busy > 0) continue;
+      const fd = f.fd as number;
+      this.forget(f);
+      closeSync(fd);
+    }
+  }
+
+  /** After a failure, once nothing is in flight. */
+  closeAll(): void {
+    for (const f of this.open) closeSync(f.fd as number);
+    this.open.clear();
+  }
+
+  private forget(f: FileTask): void {
+    this.open.delete(f);
+    f.fd = undefined;
   }
 }
 
