@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isDrError, ExitCode } from '../engine/errors.js';
 import type { CliContext } from './context.js';
 import type { CommandSpec } from './command.js';
-import { commands } from './commands/index.js';
+import { commandsFor } from './commands/index.js';
 
 /** Descriptions of the group commands (`drctl policy …`). */
 const GROUPS: Record<string, string> = {
@@ -27,7 +27,7 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   let code: number = ExitCode.ok;
   let json = false;
   const groups = new Map<string, Command>();
-  for (const spec of commands as CommandSpec<Record<string, unknown>>[]) {
+  for (const spec of (await commandsFor(argv)) as CommandSpec<Record<string, unknown>>[]) {
     // "policy validate" is the sub-command validate of a group command policy.
     const words = spec.name.split(' ');
     let parent = program;

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Repository, type LockWait } from '../engine/repo/index.js';
 import { UsageError } from '../engine/errors.js';
-import { openLocalTarget } from '../targets/index.js';
+import { openLocalTarget } from '../targets/registry.js';
 import type { CliContext } from './context.js';
 import { configDir } from './config-option.js';
 

@@ -8,7 +8,7 @@ import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
-import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';
+import type { StateOptions } from '../wiring.js';
 import { basename, resolve } from 'node:path';
 
 type Opts = RepoOptions & OutputOptions & ConfigOptions & StateOptions & { image?: string; files?: string; name?: string; changedExtents?: string; policy?: string; vm?: string; host?: string; quiesce?: string };
@@ -125,6 +125,7 @@ async function readExtents(file: string): Promise<Extent[]> {
 /** `drctl backup --policy NAME`: every source of the policy, through the job runner (limits, catalog, retention). */
 async function runPolicy(ctx: CliContext, opts: Opts, name: string): Promise<number> {
   const log = (line: string): void => say(ctx, opts, line);
+  const { buildRuntime, stateDir } = await import('../wiring.js');
   const rt = await buildRuntime({ configDir: configDir(ctx, opts), stateDir: stateDir(ctx, opts), clock: { ...ctx.clock, simulated: false, sleepUntil: async () => undefined }, hostname: ctx.hostname, log });
   const policy = rt.policy(name);
   const abort = (): void => rt.runner.abort();

@@ -73,9 +73,11 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
           continue;
         }
         yield async () => {
-          const buf = Buffer.alloc(len);
+          const covered = pieces.reduce((a, p) => a + p.length, 0);
+          // Zero-filled only when holes inside the chunk must read as zeros.
+          const buf = covered === len ? Buffer.allocUnsafeSlow(len) : Buffer.alloc(len);
           for (const p of pieces) await src.read(p.offset, p.length, buf, p.offset - start);
-          readBytes += pieces.reduce((a, p) => a + p.length, 0);
+          readBytes += covered;
           if (!buf.equals(len === chunkBytes ? zero : zero.subarray(0, len))) {
             const { hash, data: owned } = await hashOwned(buf);
             entries.write(hash, slot, 'hex');

@@ -43,13 +43,19 @@ export async function openImageSource(path: string): Promise<DiskSource> {
     throw new SourceError(path, describeErrno(e), { cause: e });
   }
   try {
+    // Both at once (each qemu-img start costs tens of ms, a good part of a short incremental
+    // run); map probes the format the same way info does. A map failure only counts when
+    // info succeeded (info's error names the problem better).
+    const mapping = imageMap(path).then((m) => ({ m }), (e: unknown) => ({ e }));
     const info = await imageInfo(path);
+    const mapped0 = await mapping;
     if (!info) {
       // No qemu-img: a raw image read whole (holes come back as zeros and are not stored).
       return new ImageFile(basename(path), 'raw', st.size, fh, [{ offset: 0, length: st.size, fileOffset: 0 }],
         ['qemu-img is not installed: holes were read (not stored); install qemu-utils']);
     }
-    const map = await imageMap(path, info.format);
+    if ('e' in mapped0) throw mapped0.e;
+    const map = mapped0.m;
     const direct = map.every((m) => !m.data || (m.depth === 0 && m.offset !== undefined));
     if (direct) return new ImageFile(basename(path), info.format, info.virtualSize, fh, mapped(map), []);
     await fh.close();
@@ -133,8 +139,8 @@ async function imageInfo(path: string): Promise<{ format: string; virtualSize: n
   return { format: info.format, virtualSize: info['virtual-size'] };
 }
 
-async function imageMap(path: string, format: string): Promise<MapEntry[]> {
-  const r = await execFile('qemu-img', ['map', '--output=json', '-f', format, path]);
+async function imageMap(path: string): Promise<MapEntry[]> {
+  const r = await execFile('qemu-img', ['map', '--output=json', path]);
   if (r.code !== 0) throw new SourceError(path, `qemu-img map failed: ${firstLine(r.stderr)}`);
   return JSON.parse(r.stdout) as MapEntry[];
 }
