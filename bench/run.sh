@@ -5,6 +5,7 @@
 # Env: BENCH_DATA=/tmp/peerbench/data  dataset folder (made by make-dataset.sh when missing)
 #      BENCH_WORK=/tmp/peerbench/run   scratch folder (repos, restores, logs)
 #      REPS=1  TOOLS="restic borg-lz4 borg-zstd3 drctl"  BIG=1 (8 GiB image RSS check; 0 skips)
+#      SETTLE=70 (seconds of pause before each tool's run, see step 1)
 #      PRUNE=1 (bench/prune.sh: prune of 100 points of a 1 GiB image; 0 skips)
 #      LIBVIRT=1 (bench/libvirt.mjs: VM backup/restore over SSH on the lab guest; 0 skips)
 set -euo pipefail
@@ -23,9 +24,28 @@ if [ ! -f "$DATA/MANIFEST" ]; then
 fi
 rm -rf "$WORK"; mkdir -p "$WORK"
 
-# 1. The shared peer run: restic, borg and drctl through the same steps.
-REPS=${REPS:-1} TOOLS=${TOOLS:-"restic borg-lz4 borg-zstd3 drctl"} ADAPTERS="$HERE/drctl-adapter.sh" \
-  "$SHARED/peers.sh" "$DATA" "$WORK/peers" >&2
+# 1. The shared peer run: restic, borg and drctl through the same steps, one peers.sh run per
+#    tool with a pause between them. Why: this VM's root filesystem is ext4 without a journal,
+#    which skips inodes freed in the last 60 s (360 s while their inode-table block is dirty)
+#    when it allocates new ones, checking them one by one (recently_deleted() in
+#    fs/ext4/ialloc.c). peers.sh deletes each tool's ~60,000-file work folder at its end, so
+#    in one interleaved run every tool but the first restored its tree while the kernel
+#    scanned past those inodes (`cp -a` of the tree: 4.4 s settled, 16.5 s right after such a
+#    delete). `sync` + SETTLE seconds (default 70) before each tool gives all the same start.
+TOOL_LIST=${TOOLS:-"restic borg-lz4 borg-zstd3 drctl"}
+mkdir -p "$WORK/peers"
+first=1
+for tool in $TOOL_LIST; do
+  sync; sleep "${SETTLE:-70}"
+  REPS=${REPS:-1} TOOLS=$tool ADAPTERS="$HERE/drctl-adapter.sh" "$SHARED/peers.sh" "$DATA" "$WORK/peers-$tool" >&2
+  if [ $first = 1 ]; then
+    cp "$WORK/peers-$tool/results.tsv" "$WORK/peers/results.tsv"
+    sed "s/tools=[^ ]*/tools=${TOOL_LIST// /,}/" "$WORK/peers-$tool/info.txt" > "$WORK/peers/info.txt"
+    first=0
+  else
+    tail -n +2 "$WORK/peers-$tool/results.tsv" >> "$WORK/peers/results.tsv"
+  fi
+done
 
 # 2. drctl-only steps the peer script has no slot for.
 EXTRA=$WORK/extra.tsv

@@ -38,6 +38,11 @@ export interface TargetDriver {
   sweepTemp?(olderThanMs: number): Promise<{ files: number; bytes: number }>;
   /** Release the target (an iSCSI volume's last user detaches it). Called once, after the last use. */
   close(): Promise<void>;
+  /**
+   * The file holding `key`, when the target is a plain local folder: worker threads then read
+   * it themselves (check --read-data) instead of receiving its bytes from the main thread.
+   */
+  localPath?(key: string): string;
   /** Free space on the volume, when the target can tell (the free-space guard uses it). */
   freeBytes?(): Promise<number>;
 }

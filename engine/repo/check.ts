@@ -110,6 +110,17 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
 }
 
 async function readPack(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {
+  const refs = entries.map(([hash, l]) => ({ offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash }));
+  const local = repo.target.localPath?.(Keys.pack(pack));
+  if (local) {
+    const { results, wholeHash, file } = await codecPool().verifyFile(local, refs);
+    if (file.missing) {
+      for (const [h] of entries) bad.add(h);
+      return 0;
+    }
+    judgePack(pack, entries, file.headerOk && wholeHash === pack, results, bad, problems);
+    return file.bytes;
+  }
   let bytes: Buffer;
   try {
     bytes = await repo.target.get(Keys.pack(pack));
@@ -126,10 +137,12 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
     headerOk = false;
   }
   const length = bytes.length;
-  const { results, wholeHash } = await codecPool().verifyMany(bytes, entries.map(([hash, l]) => ({
-    offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash,
-  })));
-  const packOk = headerOk && wholeHash === pack;
+  const { results, wholeHash } = await codecPool().verifyMany(bytes, refs);
+  judgePack(pack, entries, headerOk && wholeHash === pack, results, bad, problems);
+  return length;
+}
+
+function judgePack(pack: string, entries: [string, BlobLocation][], packOk: boolean, results: { ok: boolean }[], bad: Set<string>, problems: CheckProblem[]): void {
   let badBlobs = 0;
   for (const [k, [hash]] of entries.entries()) {
     if (results[k]?.ok) continue;
@@ -140,7 +153,6 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
     problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
       message: `pack ${pack.slice(0, 12)} is damaged: ${badBlobs} of ${entries.length} blobs do not match their hash` });
   }
-  return length;
 }
 
 /** Disk byte ranges of a VM point that reference unreadable chunks, merged. */

@@ -8,7 +8,9 @@ import { Compressor } from 'zstd-napi';
 import { decodeVerifiedSync } from './codec-sync.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
-import type { CodecRequest, CodecReply } from './codec-pool.js';
+import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
+import { readPackHeader } from './pack.js';
+import { openSync, readSync, closeSync, fstatSync } from '../runtime/fs.js';
 
 const PROBE_BYTES = 8 * 1024;
 
@@ -43,6 +45,39 @@ function compressOne(data: Buffer, level: number): { data: Buffer; codec: number
   return { data, codec: 0 };
 }
 
+/** Decode and re-hash one blob of a pack; keep nothing. */
+function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
+  const r = b.offset + b.length <= pack.length ? decodeVerifiedSync(pack.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
+  return typeof r === 'string' ? { ok: false, error: r } : { ok: true };
+}
+
+/** One buffer per worker for packs it reads itself, grown to the largest pack seen. */
+let packBuffer = Buffer.allocUnsafeSlow(0);
+
+/** A whole file into packBuffer (valid until the next call), or undefined when it does not exist. */
+function readWholeInto(path: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (packBuffer.length < size) packBuffer = Buffer.allocUnsafeSlow(size + (size >> 3));
+    let n = 0;
+    while (n < size) {
+      const got = readSync(fd, packBuffer, n, size - n, n);
+      if (got === 0) break;
+      n += got;
+    }
+    return packBuffer.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function handle(req: CodecRequest): CodecReply {
   if (req.op === 'decode-write') {
     const data = Buffer.from(req.data, req.offset, req.length);
@@ -69,12 +104,28 @@ function handle(req: CodecRequest): CodecReply {
     for (const o of outs) off += o.data.copy(joined, off);
     return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
   }
+  if (req.op === 'verify-file') {
+    let data: Buffer | undefined;
+    try {
+      data = readWholeInto(req.path);
+    } catch (e) {
+      return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
+    }
+    if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
+    let headerOk = true;
+    try {
+      readPackHeader(data);
+    } catch {
+      headerOk = false;
+    }
+    const pack = data;
+    const results = req.blobs.map((b) => verdict(pack, b));
+    const hash = createHash('sha256').update(pack).digest('hex');
+    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash, file: { missing: false, bytes: pack.length, headerOk } };
+  }
   if (req.op === 'verify-many') {
     const data = Buffer.from(req.data, req.offset, req.length);
-    const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
-      return typeof r === 'string' ? { ok: false, error: r } : { ok: true };
-    });
+    const results = req.blobs.map((b) => verdict(data, b));
     const hash = createHash('sha256').update(data).digest('hex');
     return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash };
   }

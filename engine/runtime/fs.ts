@@ -25,6 +25,6 @@ export async function fsyncDir(dir: string): Promise<void> {
  * fs.promises and ~15 µs synchronously. Callers bound how long they block the event loop.
  */
 export {
-  openSync, readSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, ftruncateSync, lstatSync, unlinkSync,
+  openSync, readSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, ftruncateSync, fstatSync, lstatSync, unlinkSync,
 } from 'node:fs';
 

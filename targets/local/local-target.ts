@@ -165,6 +165,10 @@ export class LocalTarget implements TargetDriver {
     }
   }
 
+  localPath(key: string): string {
+    return this.path(key);
+  }
+
   private path(key: string): string {
     return key ? join(this.location, key) : this.location;
   }
