@@ -16,7 +16,7 @@ export type CodecRequest =
   | { id: number; op: 'compress-many'; data: ArrayBufferLike; offset: number; length: number; sizes: number[]; level: number }
   | { id: number; op: 'verify-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[] }
   | { id: number; op: 'verify-file'; path: string; blobs: StoredRef[] }
-  | { id: number; op: 'decode-write'; data: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number };
+  | { id: number; op: 'decode-write'; data?: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number; file?: { path: string; offset: number; length: number } };
 
 /** A blob inside a buffer of stored bytes (offset relative to that buffer). */
 export interface StoredRef {
@@ -122,6 +122,16 @@ export class CodecPool {
     const r = await this.send({ op: 'decode-write', blobs, fd, limit }, stored);
     if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
     return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0 };
+  }
+
+  /**
+   * decodeAndWrite for a range of a pack in a local file that the worker reads itself (into
+   * the buffer it keeps, see verifyFile). `missing` when the pack file does not exist.
+   */
+  async decodeAndWriteFromFile(file: { path: string; offset: number; length: number }, blobs: (StoredRef & { at: number[] })[], fd: number, limit: number): Promise<{ results: DecodedBlob[]; written: number; missing: boolean }> {
+    const r = await this.pool.request({ op: 'decode-write', file, offset: 0, length: 0, blobs, fd, limit }, []);
+    if (!r.ok) throw new Error(r.error);
+    return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0, missing: !!r.file?.missing };
   }
 
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */

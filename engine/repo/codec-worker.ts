@@ -54,8 +54,11 @@ function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
 /** One buffer per worker for packs it reads itself, grown to the largest pack seen. */
 let packBuffer = Buffer.allocUnsafeSlow(0);
 
-/** A whole file into packBuffer (valid until the next call), or undefined when it does not exist. */
-function readWholeInto(path: string): Buffer | undefined {
+/**
+ * A file, or `length` bytes of it from `offset`, into packBuffer (valid until the next call;
+ * shorter when the file is), or undefined when the file does not exist.
+ */
+function readInto(path: string, offset = 0, length?: number): Buffer | undefined {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -64,11 +67,11 @@ function readWholeInto(path: string): Buffer | undefined {
     throw e;
   }
   try {
-    const size = fstatSync(fd).size;
+    const size = length ?? fstatSync(fd).size - offset;
     if (packBuffer.length < size) packBuffer = Buffer.allocUnsafeSlow(size + (size >> 3));
     let n = 0;
     while (n < size) {
-      const got = readSync(fd, packBuffer, n, size - n, n);
+      const got = readSync(fd, packBuffer, n, size - n, offset + n);
       if (got === 0) break;
       n += got;
     }
@@ -80,10 +83,21 @@ function readWholeInto(path: string): Buffer | undefined {
 
 function handle(req: CodecRequest): CodecReply {
   if (req.op === 'decode-write') {
-    const data = Buffer.from(req.data, req.offset, req.length);
+    let data: Buffer | undefined;
+    if (req.file) {
+      try {
+        data = readInto(req.file.path, req.file.offset, req.file.length);
+      } catch (e) {
+        return { id: req.id, ok: false, error: `cannot read ${req.file.path}: ${(e as Error).message}` };
+      }
+      if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
+    } else {
+      data = Buffer.from(req.data as ArrayBufferLike, req.offset, req.length);
+    }
+    const stored = data;
     let written = 0;
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= data.length ? decodeVerifiedSync(data.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
+      const r = b.offset + b.length <= stored.length ? decodeVerifiedSync(stored.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
       if (typeof r === 'string') return { ok: false, error: r };
       const spans = nonZeroSpans(r);
       for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
@@ -107,7 +121,7 @@ function handle(req: CodecRequest): CodecReply {
   if (req.op === 'verify-file') {
     let data: Buffer | undefined;
     try {
-      data = readWholeInto(req.path);
+      data = readInto(req.path);
     } catch (e) {
       return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
     }
@@ -153,7 +167,7 @@ function handle(req: CodecRequest): CodecReply {
 const pacer = new GcPacer(16 * 1024 * 1024);
 
 parentPort?.on('message', (req: CodecRequest) => {
-  pacer.moved('data' in req ? req.data.byteLength : 0);
+  pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));

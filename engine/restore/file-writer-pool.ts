@@ -52,16 +52,19 @@ export interface BatchBlob {
 
 export interface WriteBatch {
   id: number;
-  /** The batch's bytes are data[base, base + length) (small buffers live in Node's shared pool). */
-  data: ArrayBuffer;
+  /** The batch's bytes are data[base, base + length) (small buffers live in Node's shared pool)… */
+  data?: ArrayBuffer;
   base: number;
   length: number;
+  /** … or bytes [offset, offset + length) of a local pack file the worker reads itself. */
+  file?: { path: string; offset: number };
   blobs: BatchBlob[];
 }
 
 export type WriteReply =
   | { id: number; ok: true; bytes: number }
   | { id: number; ok: false; kind: 'integrity'; hash: string; message: string }
+  | { id: number; ok: false; kind: 'pack'; message: string }
   | { id: number; ok: false; kind: 'fs'; path: string; message: string; code?: string };
 
 export class FileWriters {
@@ -79,12 +82,23 @@ export class FileWriters {
     return this.settle(await this.pool.request(req, own ? [data.buffer as ArrayBuffer] : []));
   }
 
+  /**
+   * As write(), with the stored bytes read by the worker from `length` bytes at `offset` of
+   * a local pack file, into a buffer it keeps: the main thread never holds them.
+   */
+  async writeFromFile(pack: string, path: string, offset: number, length: number, blobs: BatchBlob[]): Promise<number> {
+    const r = await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []);
+    if (!r.ok && r.kind === 'pack') throw new IntegrityError(`pack ${pack.slice(0, 12)} ${r.message}`);
+    return this.settle(r);
+  }
+
   close(): Promise<void> {
     return this.pool.terminate();
   }
 
   private settle(r: WriteReply): number {
     if (r.ok) return r.bytes;
+    if (r.kind === 'pack') throw new IntegrityError(r.message);
     if (r.kind === 'integrity') {
       throw new IntegrityError(`blob ${r.hash.slice(0, 12)} in pack ${this.pack(r.hash).slice(0, 12)} ${r.message} (damaged pack)`);
     }

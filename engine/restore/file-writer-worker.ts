@@ -4,7 +4,7 @@
  * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
 import { decodeVerifiedSync } from '../repo/codec-sync.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
@@ -44,8 +44,42 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
   }
 }
 
+/** One buffer per worker for ranges it reads itself, grown to the largest range seen. */
+let rangeBuffer = Buffer.allocUnsafeSlow(0);
+
+/** `length` bytes at `offset` of a pack file into rangeBuffer, or why not. */
+function readRange(path: string, offset: number, length: number): Buffer | string {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `cannot be read: ${(e as Error).message}`;
+  }
+  try {
+    if (rangeBuffer.length < length) rangeBuffer = Buffer.allocUnsafeSlow(length);
+    let n = 0;
+    while (n < length) {
+      const got = readSync(fd, rangeBuffer, n, length - n, offset + n);
+      if (got === 0) return 'is shorter than its index says (truncated)';
+      n += got;
+    }
+    return rangeBuffer.subarray(0, length);
+  } catch (e) {
+    return `cannot be read: ${(e as Error).message}`;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function handle(req: WriteBatch): WriteReply {
-  const data = Buffer.from(req.data, req.base, req.length);
+  let data: Buffer;
+  if (req.file) {
+    const r = readRange(req.file.path, req.file.offset, req.length);
+    if (typeof r === 'string') return { id: req.id, ok: false, kind: 'pack', message: r };
+    data = r;
+  } else {
+    data = Buffer.from(req.data as ArrayBuffer, req.base, req.length);
+  }
   let bytes = 0;
   let current = '';
   try {
@@ -77,6 +111,6 @@ function handle(req: WriteBatch): WriteReply {
 const pacer = new GcPacer();
 
 parentPort?.on('message', (req: WriteBatch) => {
-  pacer.moved(req.length);
+  if (req.data) pacer.moved(req.length);
   parentPort?.postMessage(handle(req));
 });

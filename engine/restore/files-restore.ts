@@ -25,7 +25,8 @@ import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
 import { planRestore, type PlanItem } from './files-plan.js';
-import { fetchByPack, locateBlobs } from './pack-fetch.js';
+import { forEachRange, locateBlobs, readRange } from './pack-fetch.js';
+import { Keys } from '../repo/format.js';
 import { FileWriters, type BatchBlob } from './file-writer-pool.js';
 import { destPath, makeDir, makeRoot, scanDestination, type DestScan } from './safe-path.js';
 import { archiveFormat, restoreArchive } from './archive-restore.js';
@@ -145,11 +146,12 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
   const open = new OpenFiles(opts.maxOpenFiles ?? MAX_OPEN_FILES);
   const writers = uses.size > 0 ? new FileWriters((h) => located.get(h)?.pack ?? '?') : undefined;
   try {
-    await fetchByPack(repo, located, async (_pack, blobs, range) => {
+    const localPath = repo.target.localPath?.bind(repo.target);
+    await forEachRange(located, async (range) => {
       if (opts.signal?.aborted) throw new InterruptedError();
       const parts: FileTask[] = [];
-      const batch = blobs.map((b): BatchBlob => {
-        const out: BatchBlob = { offset: b.at, length: b.stored.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files: [], writes: [] };
+      const batch = range.blobs.map((b): BatchBlob => {
+        const out: BatchBlob = { offset: b.at, length: b.loc.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files: [], writes: [] };
         const whole = isWhole(b.hash);
         for (const { file, offset } of uses.get(b.hash)!) {
           if (whole) {
@@ -165,7 +167,10 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
       });
       let bytes: number;
       try {
-        bytes = await writers!.write(range, batch);
+        // A local pack is read by the writer thread itself (nothing on this thread's heap).
+        bytes = localPath
+          ? await writers!.writeFromFile(range.pack, localPath(Keys.pack(range.pack)), range.start, range.length, batch)
+          : await writers!.write(await readRange(repo, range), batch);
       } finally {
         for (const f of parts) f.busy--;
       }

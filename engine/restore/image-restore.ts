@@ -162,19 +162,29 @@ async function fetchAndWrite(repo: Repository, disk: DiskRecord, fh: FileHandle,
   const first = run[0] as Want;
   const last = run.at(-1) as Want;
   const start = first.loc.offset;
+  const blobs = run.map((w) => ({
+    offset: w.loc.offset - start, length: w.loc.length, codec: w.loc.codec, rawLength: w.loc.rawLength, hash: w.hash,
+    at: w.chunks.map((c) => c * disk.chunkBytes),
+  }));
+  const missing = () => new IntegrityError(`pack ${first.loc.pack.slice(0, 12)} is missing: disk ${disk.name} bytes ${rangeOf(disk, first.chunks[0] ?? 0)} cannot be restored`);
+  const local = repo.target.localPath?.(Keys.pack(first.loc.pack));
+  if (local) {
+    // The worker reads the range itself into a buffer it keeps: nothing per run for the GC.
+    const r = await codecPool().decodeAndWriteFromFile({ path: local, offset: start, length: last.loc.offset + last.loc.length - start }, blobs, fh.fd, disk.sizeBytes);
+    if (r.missing) throw missing();
+    return judgeRun(disk, run, r);
+  }
   let bytes: Buffer;
   try {
     bytes = await repo.target.get(Keys.pack(first.loc.pack), { offset: start, length: last.loc.offset + last.loc.length - start });
   } catch (e) {
-    if (e instanceof BlobNotFoundError) {
-      throw new IntegrityError(`pack ${first.loc.pack.slice(0, 12)} is missing: disk ${disk.name} bytes ${rangeOf(disk, first.chunks[0] ?? 0)} cannot be restored`);
-    }
+    if (e instanceof BlobNotFoundError) throw missing();
     throw e;
   }
-  const { results, written } = await codecPool().decodeAndWrite(bytes, run.map((w) => ({
-    offset: w.loc.offset - start, length: w.loc.length, codec: w.loc.codec, rawLength: w.loc.rawLength, hash: w.hash,
-    at: w.chunks.map((c) => c * disk.chunkBytes),
-  })), fh.fd, disk.sizeBytes);
+  return judgeRun(disk, run, await codecPool().decodeAndWrite(bytes, blobs, fh.fd, disk.sizeBytes));
+}
+
+function judgeRun(disk: DiskRecord, run: Want[], { results, written }: { results: { ok: boolean; error?: string }[]; written: number }): number {
   for (const [k, w] of run.entries()) {
     const r = results[k];
     if (!r?.ok) {

@@ -46,16 +46,24 @@ export interface StoredBlob {
   at: number;
 }
 
+/** A run of nearby blobs of one pack: stored bytes [start, start + length) of the pack. */
+export interface PackRange {
+  pack: string;
+  start: number;
+  length: number;
+  /** The blobs, `at` = offset relative to `start`. */
+  blobs: { hash: string; loc: BlobLocation; at: number }[];
+}
+
 /**
- * Read every blob of `located` in pack order and hand each range read to `onRange` (awaited
- * before the next range of that pack is read, so memory stays bounded). `onRange` owns the
- * range buffer (it may transfer it to a worker). The first error stops new reads; work in
- * flight is awaited, then the error is thrown.
+ * Call `onRange` for every run of nearby blobs of `located`, in pack order, PACKS_IN_FLIGHT
+ * packs at once and one range of a pack at a time (each awaited before the next range of
+ * that pack, so memory stays bounded). The first error stops new ranges; work in flight is
+ * awaited, then the error is thrown.
  */
-export async function fetchByPack(
-  repo: Repository,
+export async function forEachRange(
   located: Map<string, BlobLocation>,
-  onRange: (pack: string, blobs: StoredBlob[], range: Buffer) => Promise<void>,
+  onRange: (range: PackRange) => Promise<void>,
   signal?: AbortSignal,
 ): Promise<void> {
   const byPack = new Map<string, Wanted[]>();
@@ -66,26 +74,43 @@ export async function fetchByPack(
   }
   const packLimit = pLimit(PACKS_IN_FLIGHT);
   let failure: { e: unknown } | undefined;
-  const readPack = async (pack: string, wanted: Wanted[]) => {
+  const doPack = async (pack: string, wanted: Wanted[]) => {
     wanted.sort((a, b) => a.loc.offset - b.loc.offset);
     for (const range of ranges(wanted)) {
       if (failure) return;
       if (signal?.aborted) throw new InterruptedError();
       const start = range[0]!.loc.offset;
       const last = range.at(-1)!.loc;
-      const length = last.offset + last.length - start;
-      const bytes = await repo.target.get(Keys.pack(pack), { offset: start, length });
-      if (bytes.length < length) throw new IntegrityError(`pack ${pack.slice(0, 12)} is shorter than its index says (truncated)`);
-      await onRange(pack, range.map((w) => {
-        const at = w.loc.offset - start;
-        return { ...w, at, stored: bytes.subarray(at, at + w.loc.length) };
-      }), bytes);
+      await onRange({ pack, start, length: last.offset + last.length - start, blobs: range.map((w) => ({ ...w, at: w.loc.offset - start })) });
     }
   };
-  await Promise.all([...byPack].map(([pack, wanted]) => packLimit(readPack, pack, wanted).catch((e: unknown) => {
+  await Promise.all([...byPack].map(([pack, wanted]) => packLimit(doPack, pack, wanted).catch((e: unknown) => {
     failure ??= { e };
   })));
   if (failure) throw failure.e;
+}
+
+/**
+ * Read every blob of `located` in pack order (forEachRange) and hand each range read to
+ * `onRange`, which owns the range buffer (it may transfer it to a worker).
+ */
+export async function fetchByPack(
+  repo: Repository,
+  located: Map<string, BlobLocation>,
+  onRange: (pack: string, blobs: StoredBlob[], range: Buffer) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
+  await forEachRange(located, async (range) => {
+    const bytes = await readRange(repo, range);
+    await onRange(range.pack, range.blobs.map((w) => ({ ...w, stored: bytes.subarray(w.at, w.at + w.loc.length) })), bytes);
+  }, signal);
+}
+
+/** The stored bytes of a range. */
+export async function readRange(repo: Repository, { pack, start, length }: PackRange): Promise<Buffer> {
+  const bytes = await repo.target.get(Keys.pack(pack), { offset: start, length });
+  if (bytes.length < length) throw new IntegrityError(`pack ${pack.slice(0, 12)} is shorter than its index says (truncated)`);
+  return bytes;
 }
 
 /**

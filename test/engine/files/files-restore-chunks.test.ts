@@ -4,10 +4,12 @@
  * limit and reopening them), and each file gets its metadata after its last chunk.
  */
 import test from 'ava';
-import { readFile, writeFile, utimes, chmod, open as openFile } from 'node:fs/promises';
+import { readFile, writeFile, utimes, chmod, rm, truncate, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
 import { restoreFiles } from '../../../engine/restore/files-restore.js';
+import { backupImage } from '../../../engine/backup/image-backup.js';
+import { restoreImage } from '../../../engine/restore/image-restore.js';
 import { IntegrityError } from '../../../engine/errors.js';
 import { readTree } from '../../../engine/repo/tree.js';
 import { systemClock } from '../../../engine/runtime/clock.js';
@@ -79,4 +81,30 @@ test('a damaged chunk of a multi-chunk file fails the restore naming the blob an
   await writeFile(packPath, bytesOnDisk);
   const e = await t.throwsAsync(restoreFiles(await reopen(repo), p, join(dir, 'out'), {}), { instanceOf: IntegrityError });
   t.regex(e!.message, new RegExp(`blob ${'[0-9a-f]{12}'} in pack ${loc.pack.slice(0, 12)} .*damaged pack`));
+});
+
+test('a missing or truncated pack fails a file restore and an image restore naming the pack', async (t) => {
+  const { dir, repo, src } = await setup(t, config);
+  await writeFile(join(src, 'big.bin'), bytes(300 * KiB, 9));
+  const p = await backupFolder(repo, src, { name: 'd', clock: systemClock });
+  const img = join(dir, 'disk.img');
+  await writeFile(img, bytes(2 * 1024 * KiB, 11));
+  const ip = await backupImage(repo, img, { name: 'img', clock: systemClock, hostname: 'h' });
+  const r2 = await reopen(repo);
+  const fileLoc = r2.index.get((await readTree(r2, p.tree!)).entries[0]!.content![1]!)!;
+  const packPath = (pack: string) => join(repo.location, 'data', pack.slice(0, 2), pack);
+
+  await truncate(packPath(fileLoc.pack), fileLoc.offset + 10);
+  await t.throwsAsync(restoreFiles(await reopen(repo), p, join(dir, 'out1'), {}), { instanceOf: IntegrityError, message: new RegExp(`pack ${fileLoc.pack.slice(0, 12)} is shorter than its index says`) });
+  await rm(packPath(fileLoc.pack));
+  await t.throwsAsync(restoreFiles(await reopen(repo), p, join(dir, 'out2'), {}), { instanceOf: IntegrityError, message: new RegExp(`pack ${fileLoc.pack.slice(0, 12)} is missing`) });
+
+  const disk = ip.disks![0]!;
+  const listPack = r2.index.get(disk.lists[0]!)!.pack;
+  const list = await r2.readBlob(disk.lists[0]!);
+  // A data chunk in another pack than the chunk list itself.
+  const k = [...Array(list.length / 32).keys()].find((i) => r2.index.get(list.subarray(i * 32, i * 32 + 32).toString('hex'))!.pack !== listPack)!;
+  const imgLoc = r2.index.get(list.subarray(k * 32, k * 32 + 32).toString('hex'))!;
+  await rm(packPath(imgLoc.pack), { force: true });
+  await t.throwsAsync(restoreImage(await reopen(repo), ip, join(dir, 'out.img'), {}), { instanceOf: IntegrityError, message: new RegExp(`pack ${imgLoc.pack.slice(0, 12)} is missing: disk disk.img bytes \\d+-\\d+ cannot be restored`) });
 });
