@@ -18,6 +18,12 @@ export interface DiskSource {
   dataExtents(): Promise<Extent[]>;
   /** Read `length` guest bytes at `offset` into `into` at `intoOffset`; the range lies inside one data extent. */
   read(offset: number, length: number, into: Buffer, intoOffset: number): Promise<void>;
+  /**
+   * A source that is a file on this machine: its path and where guest bytes sit in it (the
+   * range lies inside one data extent). Worker threads then read it themselves.
+   */
+  readonly localPath?: string;
+  fileOffset?(offset: number, length: number): number;
   /** Warnings worth recording on the point (e.g. a fallback read path). */
   readonly warnings: string[];
   close(): Promise<void>;

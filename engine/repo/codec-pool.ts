@@ -7,6 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { GcPacer } from '../runtime/gc.js';
 import { WorkerPool } from '../runtime/worker-pool.js';
+import type { ChunkResult, ReadChunksRequest } from './chunk-read.js';
 
 export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
@@ -16,6 +17,7 @@ export type CodecRequest =
   | { id: number; op: 'compress-many'; data: ArrayBufferLike; offset: number; length: number; sizes: number[]; level: number }
   | { id: number; op: 'verify-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[] }
   | { id: number; op: 'verify-file'; path: string; blobs: StoredRef[] }
+  | ({ id: number; op: 'read-chunks' } & ReadChunksRequest)
   | { id: number; op: 'decode-write'; data?: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number; file?: { path: string; offset: number; length: number } };
 
 /** A blob inside a buffer of stored bytes (offset relative to that buffer). */
@@ -41,7 +43,7 @@ export interface PackFileRead {
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[] }
   | { id: number; ok: false; error: string };
 
 export class CodecPool {
@@ -132,6 +134,19 @@ export class CodecPool {
     const r = await this.pool.request({ op: 'decode-write', file, offset: 0, length: 0, blobs, fd, limit }, []);
     if (!r.ok) throw new Error(r.error);
     return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0, missing: !!r.file?.missing };
+  }
+
+  /**
+   * Read chunks of a local image file in a worker: all-zero ones are reported as such, the
+   * others hashed and, with `compress`, compressed: stored bytes in `parts`, one per stored chunk.
+   */
+  async readChunks(req: ReadChunksRequest): Promise<{ results: ChunkResult[]; parts: Buffer[] }> {
+    const r = await this.pool.request({ op: 'read-chunks', ...req }, []);
+    if (!r.ok || !r.chunks) throw new Error(r.ok ? 'no results' : r.error);
+    const parts = (r.parts ?? []).map(toBuffer);
+    // They turn to garbage here once packed and uploaded.
+    this.pacer.moved(parts.reduce((a, p) => a + p.length, 0));
+    return { results: r.chunks, parts };
   }
 
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */

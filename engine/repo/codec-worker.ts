@@ -10,6 +10,7 @@ import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
 import { readPackHeader } from './pack.js';
+import { readChunks } from './chunk-read.js';
 import { openSync, readSync, closeSync, fstatSync } from '../runtime/fs.js';
 
 const PROBE_BYTES = 8 * 1024;
@@ -82,6 +83,14 @@ function readInto(path: string, offset = 0, length?: number): Buffer | undefined
 }
 
 function handle(req: CodecRequest): CodecReply {
+  if (req.op === 'read-chunks') {
+    try {
+      const r = readChunks(req, compressOne);
+      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, chunks: r.results, parts: r.parts };
+    } catch (e) {
+      return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
+    }
+  }
   if (req.op === 'decode-write') {
     let data: Buffer | undefined;
     if (req.file) {
@@ -167,7 +176,7 @@ function handle(req: CodecRequest): CodecReply {
 const pacer = new GcPacer(16 * 1024 * 1024);
 
 parentPort?.on('message', (req: CodecRequest) => {
-  pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
+  pacer.moved('data' in req && req.data ? req.data.byteLength : req.op === 'read-chunks' ? req.chunks.reduce((a, c) => a + c.length, 0) : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));

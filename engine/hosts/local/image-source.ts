@@ -51,13 +51,13 @@ export async function openImageSource(path: string): Promise<DiskSource> {
     const mapped0 = await mapping;
     if (!info) {
       // No qemu-img: a raw image read whole (holes come back as zeros and are not stored).
-      return new ImageFile(basename(path), 'raw', st.size, fh, [{ offset: 0, length: st.size, fileOffset: 0 }],
+      return new ImageFile(basename(path), path, 'raw', st.size, fh, [{ offset: 0, length: st.size, fileOffset: 0 }],
         ['qemu-img is not installed: holes were read (not stored); install qemu-utils']);
     }
     if ('e' in mapped0) throw mapped0.e;
     const map = mapped0.m;
     const direct = map.every((m) => !m.data || (m.depth === 0 && m.offset !== undefined));
-    if (direct) return new ImageFile(basename(path), info.format, info.virtualSize, fh, mapped(map), []);
+    if (direct) return new ImageFile(basename(path), path, info.format, info.virtualSize, fh, mapped(map), []);
     await fh.close();
     return await convertedSource(path, info.format);
   } catch (e) {
@@ -69,6 +69,8 @@ export async function openImageSource(path: string): Promise<DiskSource> {
 class ImageFile implements DiskSource {
   constructor(
     readonly name: string,
+    /** The file read (the image, or its temporary raw copy). */
+    readonly localPath: string,
     readonly format: string,
     readonly sizeBytes: number,
     private readonly fh: FileHandle,
@@ -79,6 +81,12 @@ class ImageFile implements DiskSource {
 
   async dataExtents(): Promise<Extent[]> {
     return this.extents.map(({ offset, length }) => ({ offset, length }));
+  }
+
+  fileOffset(offset: number, length: number): number {
+    const m = findExtent(this.extents, offset);
+    if (!m || offset + length > m.offset + m.length) throw new Error(`read ${offset}+${length} is outside the data extents`);
+    return m.fileOffset + (offset - m.offset);
   }
 
   async read(offset: number, length: number, into: Buffer, intoOffset: number): Promise<void> {
@@ -157,7 +165,7 @@ async function convertedSource(path: string, format: string): Promise<DiskSource
   const extents = await inner.dataExtents();
   await inner.close();
   const fh = await fsp.open(tmp, 'r');
-  return new ImageFile(basename(path), format, size, fh, extents.map((e) => ({ ...e, fileOffset: e.offset })),
+  return new ImageFile(basename(path), tmp, format, size, fh, extents.map((e) => ({ ...e, fileOffset: e.offset })),
     [`${format} image with compressed clusters or a backing chain: read through a temporary raw copy`],
     () => fsp.rm(tmp, { force: true }));
 }
