@@ -264,16 +264,21 @@ test.serial('temp files of a backup killed mid-write are deleted by prune once t
   const dir = await tempDir(t, 'drctl-prune-tmp-');
   const img = join(dir, 'new.img');
   await makeRawImage(img, 96 * MiB, [{ offset: 0, data: seededBytes('killed', 96 * MiB) }]);
-  const child = startDrctl(['backup', '--repo', repo, '--image', img, '--name', 'killed']);
-  const done = new Promise<void>((res) => child.on('close', () => res()));
-  let exited = false;
-  void done.then(() => (exited = true));
   const tmp = join(repo, 'tmp');
-  const pending = async () => (await readdir(tmp).catch(() => [] as string[])).length;
-  while (!exited && (await pending()) === 0) await new Promise((r) => setTimeout(r, 5));
-  child.kill('SIGKILL');
-  await done;
-  const left = await readdir(tmp);
+  // Kill the backup while a pack is being written; the write can finish (rename) between
+  // seeing its temp file and the kill landing, so a few attempts may be needed.
+  let left: string[] = [];
+  for (let attempt = 0; attempt < 6 && left.length === 0; attempt++) {
+    const child = startDrctl(['backup', '--repo', repo, '--image', img, '--name', `killed${attempt}`]);
+    const done = new Promise<void>((res) => child.on('close', () => res()));
+    let exited = false;
+    void done.then(() => (exited = true));
+    const packTemp = async () => (await readdir(tmp).catch(() => [] as string[])).some((f) => f.startsWith('data_'));
+    while (!exited && !(await packTemp())) await new Promise((r) => setTimeout(r, 2));
+    child.kill('SIGKILL');
+    await done;
+    left = await readdir(tmp);
+  }
   t.true(left.length > 0, 'the killed backup left a temp file');
   // A fresh temp file may be a write in progress: prune leaves it alone.
   const fresh = await prune();
