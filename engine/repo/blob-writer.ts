@@ -73,25 +73,45 @@ export class BlobWriter {
   }
 
   /**
+   * Store a blob a worker already hashed and compressed (file-level backup), unless the
+   * repository already has it; the same dedup as putHashed, so identical content seen twice
+   * (even in one batch) is stored once. `data` may be a view into a larger buffer; it is
+   * kept, not copied, until its pack is sealed.
+   */
+  async putEncoded(hash: string, rawLength: number, data: Buffer, codec: number): Promise<void> {
+    this.throwIfFailed();
+    if (this.index.has(hash)) {
+      this.stats.blobsReused++;
+      return;
+    }
+    const pending = this.inFlight.get(hash);
+    if (pending) {
+      this.stats.blobsReused++;
+      return pending;
+    }
+    const p = this.append(hash, data, rawLength, codec);
+    this.inFlight.set(hash, p);
+    return p;
+  }
+
+  /**
    * Append a blob exactly as it is stored elsewhere (already compressed and verified): prune
    * copies the live blobs of a mostly-unused pack this way. No dedup: the blob is indexed, in
    * the pack that is about to go.
    */
   async copyStored(hash: string, data: Buffer, rawLength: number, codec: number): Promise<void> {
     this.throwIfFailed();
-    await this.room();
-    this.entries.push([hash, this.packBytes, data.length, rawLength, codec]);
-    this.parts.push(data);
-    this.packBytes += data.length;
-    this.stats.blobsNew++;
-    this.stats.rawBytesNew += rawLength;
-    this.stats.storedBytesNew += data.length;
-    if (this.packBytes >= this.config.packTargetBytes) await this.seal();
+    await this.append(hash, data, rawLength, codec);
   }
 
   private async store(hash: string, raw: Buffer): Promise<void> {
     const rawLength = raw.length;
     const { data, codec } = rawLength < SMALL_BLOB_BYTES ? await this.encodeBatched(raw) : await encode(raw, this.config.compression.level);
+    await this.append(hash, data, rawLength, codec);
+  }
+
+  /** Add stored bytes to the current pack once there is room; seal it when full. */
+  private async append(hash: string, data: Buffer, rawLength: number, codec: number): Promise<void> {
     await this.room();
     this.entries.push([hash, this.packBytes, data.length, rawLength, codec]);
     this.parts.push(data);
