@@ -16,6 +16,12 @@ import { InterruptedError, errnoCode } from '../errors.js';
 /** Small files per worker request, and their total lstat size: one message instead of hundreds. */
 const BATCH_FILES = 256;
 const BATCH_BYTES = 2 * 1024 * 1024;
+/**
+ * Lstat bytes of small files between their batch leaving and their blobs being in a pack.
+ * Files waiting for a batch cost only metadata, so the backup allows many (FILE_SLOTS); their
+ * stored bytes must still stay bounded when the target is slow and the writer has no room.
+ */
+const SMALL_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 
 export class ItemSkipped extends Error {}
 
@@ -135,16 +141,22 @@ export class SmallFileEncoder {
   private batch: { path: string; size: number; resolve: (r: EncodedData | { error: SourceFsError }) => void; reject: (e: unknown) => void }[] = [];
   private batchBytes = 0;
   private scheduled = false;
+  private readonly budget = new Slots(SMALL_BYTES_IN_FLIGHT);
 
   constructor(private readonly level: number) {}
 
   /** Store the whole small file `abs`, read up to `size` bytes (less if it shrank since lstat). */
   async store(writer: BlobWriter, abs: string, size: number): Promise<StoredContent> {
-    const r = await this.encode(abs, size);
-    if ('error' in r) throw new ItemSkipped(describeFsError(r.error));
-    if (r.rawLength === 0) return { hashes: [], bytes: 0 };
-    await writer.putEncoded(r.hash, r.rawLength, r.data, r.codec);
-    return { hashes: [r.hash], bytes: r.rawLength };
+    const held = await this.budget.acquire(size);
+    try {
+      const r = await this.encode(abs, size);
+      if ('error' in r) throw new ItemSkipped(describeFsError(r.error));
+      if (r.rawLength === 0) return { hashes: [], bytes: 0 };
+      await writer.putEncoded(r.hash, r.rawLength, r.data, r.codec);
+      return { hashes: [r.hash], bytes: r.rawLength };
+    } finally {
+      this.budget.release(held);
+    }
   }
 
   private encode(path: string, size: number): Promise<EncodedData | { error: SourceFsError }> {
@@ -176,20 +188,30 @@ export class SmallFileEncoder {
 
 /** A counting semaphore; waiters are served in order. */
 export class Slots {
-  private readonly waiters: (() => void)[] = [];
-  constructor(private free: number) {}
+  private readonly waiters: { units: number; resolve: () => void }[] = [];
+  private free: number;
 
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiters.push(resolve));
+  constructor(private readonly capacity: number) {
+    this.free = capacity;
   }
 
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.free++;
+  /** Take `units` (at most the capacity, so a big one still gets through); returns how many to release. */
+  async acquire(units = 1): Promise<number> {
+    const n = Math.min(units, this.capacity);
+    if (this.waiters.length === 0 && this.free >= n) {
+      this.free -= n;
+      return n;
+    }
+    await new Promise<void>((resolve) => this.waiters.push({ units: n, resolve }));
+    return n;
+  }
+
+  release(units = 1): void {
+    this.free += units;
+    for (let w = this.waiters[0]; w && w.units <= this.free; w = this.waiters[0]) {
+      this.waiters.shift();
+      this.free -= w.units;
+      w.resolve();
+    }
   }
 }

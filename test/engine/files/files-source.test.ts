@@ -10,7 +10,7 @@ import { writeFile, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
-import { ItemSkipped, SmallFileEncoder, storeChunkedFile } from '../../../engine/backup/files-source.js';
+import { ItemSkipped, Slots, SmallFileEncoder, storeChunkedFile } from '../../../engine/backup/files-source.js';
 import { systemClock } from '../../../engine/runtime/clock.js';
 import { readTree } from '../../../engine/repo/tree.js';
 import { bytes, setup } from './fixtures.js';
@@ -87,4 +87,22 @@ test('identical small files in one batch are stored once', async (t) => {
   t.is(point.stats.files, 40);
   t.is(point.stats.logicalBytes, 40 * 3000);
   t.true(point.stats.newBytes < 3000 + 20_000, `new bytes ${point.stats.newBytes}: one copy plus the tree`);
+});
+
+test('Slots by weight: waiters are served in order, and one larger than the capacity still gets through alone', async (t) => {
+  const slots = new Slots(8);
+  const order: string[] = [];
+  t.is(await slots.acquire(5), 5);
+  const b = slots.acquire(5).then((n) => order.push(`b${n}`));
+  const c = slots.acquire(1).then((n) => order.push(`c${n}`)); // fits, but waits behind b
+  const d = slots.acquire(100).then((n) => order.push(`d${n}`));
+  await Promise.resolve();
+  t.deepEqual(order, []);
+  slots.release(5);
+  await Promise.all([b, c]);
+  t.deepEqual(order, ['b5', 'c1']);
+  slots.release(5);
+  slots.release(1);
+  await d;
+  t.deepEqual(order, ['b5', 'c1', 'd8']);
 });
