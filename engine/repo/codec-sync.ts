@@ -82,7 +82,20 @@ export function decodeVerifiedSync(stored: Buffer, codec: number, rawLength: num
   return raw;
 }
 
-const cctx = new binding.CCtx();
+// One context per level, set up as Compressor.setParameters does, so compressInto writes the
+// same frames as compressSync.
+const cctxs = new Map<number, InstanceType<Binding['CCtx']>>();
+
+function cctx(level: number): InstanceType<Binding['CCtx']> {
+  let c = cctxs.get(level);
+  if (!c) {
+    c = new binding.CCtx();
+    c.setParameter(binding.CParameter.compressionLevel, level);
+    cctxs.set(level, c);
+  }
+  return c;
+}
+
 const probeOut = Buffer.allocUnsafeSlow(binding.compressBound(PROBE_BYTES));
 
 export const compressBound = (bytes: number): number => binding.compressBound(bytes);
@@ -94,8 +107,8 @@ export const compressBound = (bytes: number): number => binding.compressBound(by
  * fresh buffer per chunk costs page faults and garbage collections.
  */
 export function compressInto(data: Buffer, level: number, dst: Buffer): { length: number; codec: number } {
-  if (!looksIncompressible(data, (sample) => cctx.compress(probeOut, sample, 1))) {
-    const n = cctx.compress(dst, data, level);
+  if (!looksIncompressible(data, (sample) => cctx(1).compress2(probeOut, sample))) {
+    const n = cctx(level).compress2(dst, data);
     if (n < data.length * 0.97) return { length: n, codec: 1 };
   }
   return { length: 0, codec: 0 };
