@@ -79,7 +79,7 @@ export async function storeWhole(writer: BlobWriter, buf: Buffer): Promise<Store
  * going through the libuv pool; from a cold disk it would serialize I/O. So: stat
  * synchronously while that is fast, and when many calls take over 1 ms (cache misses) switch
  * to parallel async calls for a while, then probe again. (File content is read by the codec
- * workers, synchronously there, two at a time.)
+ * workers, synchronously there, one file per worker at a time.)
  */
 export class SyncStatPolicy {
   sync = true;

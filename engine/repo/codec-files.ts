@@ -56,8 +56,8 @@ class Sink {
 const sink = new Sink();
 
 /**
- * Whole small files, each read up to its `size` (less if it shrank since lstat, as a later
- * grow is not seen either), hashed and compressed. One entry per file, in order.
+ * Whole small files, hashed and compressed. Each is read up to its lstat `size`: less if it
+ * shrank since, never more if it grew. One entry per file, in order.
  */
 export function encodeFiles(paths: string[], sizes: number[], level: number): { data: Buffer; blobs: (EncodedBlob | { error: SourceFsError })[] } {
   const buf = scratchOf(sizes.reduce((a, b) => a + b, 0));
