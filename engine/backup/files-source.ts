@@ -1,23 +1,27 @@
 /**
- * Reading files from the source folder of a file-level backup. Errors of the source (a file
- * that vanished, cannot be opened, fails to read) become `ItemSkipped`, which the backup
- * turns into an entry of the point's `errors`; repository errors pass through and abort.
+ * Reading files from the source folder of a file-level backup. The codec workers read, chunk,
+ * hash and compress file content (codec-files.ts); this side batches small files into one
+ * request, steps large files through their windows, and appends what comes back. Errors of
+ * the source (a file that vanished, cannot be opened, fails to read) become `ItemSkipped`,
+ * which the backup turns into an entry of the point's `errors`; repository errors pass
+ * through and abort.
  */
 import { createHash } from 'node:crypto';
-import { fsp, constants, openSync, readSync, closeSync, type BigIntStats, type FileHandle } from '../runtime/fs.js';
+import { fsp, SOURCE_OPEN_FLAGS, type BigIntStats, type FileHandle } from '../runtime/fs.js';
 import type { BlobWriter } from '../repo/blob-writer.js';
-import { chunkReads, type CdcParams } from '../repo/chunker-cdc.js';
+import type { CdcParams } from '../repo/chunker-cdc.js';
+import { codecPool, type EncodedData, type EncodedWindow, type SourceFsError } from '../repo/codec-pool.js';
 import { InterruptedError, errnoCode } from '../errors.js';
 
-const READ_BYTES = 4 << 20;
-/** Chunks of one large file being hashed and compressed at once. */
-const CHUNKS_IN_FLIGHT = 4;
-
+/** Small files per worker request, and their total lstat size: one message instead of hundreds. */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 2 * 1024 * 1024;
 /**
- * O_NOFOLLOW: a file swapped for a symlink since lstat is not followed. O_NONBLOCK: a file
- * swapped for a FIFO does not block the open (no effect on regular files).
+ * Lstat bytes of small files between their batch leaving and their blobs being in a pack.
+ * Files waiting for a batch cost only metadata, so the backup allows many (FILE_SLOTS); their
+ * stored bytes must still stay bounded when the target is slow and the writer has no room.
  */
-const SOURCE_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const SMALL_BYTES_IN_FLIGHT = 16 * 1024 * 1024;
 
 export class ItemSkipped extends Error {}
 
@@ -52,15 +56,15 @@ export function specialKind(st: BigIntStats): string {
 
 async function openSource(abs: string): Promise<FileHandle> {
   try {
-    return await fsp.open(abs, SOURCE_FLAGS);
+    return await fsp.open(abs, SOURCE_OPEN_FLAGS);
   } catch (e) {
     throw new ItemSkipped(describeFsError(e));
   }
 }
 
 /**
- * Store a whole small file as one chunk, hashed right here: a worker round trip costs more
- * than hashing a small buffer. Takes ownership of `buf`.
+ * Store a buffer (a tree blob) as one chunk, hashed right here: a worker round trip costs
+ * more than hashing a small buffer. Takes ownership of `buf`.
  */
 export async function storeWhole(writer: BlobWriter, buf: Buffer): Promise<StoredContent> {
   const bytes = buf.length; // putHashed may hand `buf` to a worker (detaching it)
@@ -70,62 +74,19 @@ export async function storeWhole(writer: BlobWriter, buf: Buffer): Promise<Store
   return { hashes: [hash], bytes };
 }
 
-/** Read a whole file (up to `size` bytes; less if it shrank since lstat), synchronously. */
-export function readWholeSync(abs: string, size: number): Buffer {
-  let fd: number;
-  try {
-    fd = openSync(abs, SOURCE_FLAGS);
-  } catch (e) {
-    throw new ItemSkipped(describeFsError(e));
-  }
-  // Its own ArrayBuffer: the writer can hand it to a worker without a copy.
-  const buf = Buffer.allocUnsafeSlow(size);
-  let n = 0;
-  try {
-    while (n < size) {
-      const got = readSync(fd, buf, n, size - n, n);
-      if (got === 0) break;
-      n += got;
-    }
-  } catch (e) {
-    throw new ItemSkipped(describeFsError(e));
-  } finally {
-    closeSync(fd);
-  }
-  return n < size ? buf.subarray(0, n) : buf;
-}
-
-/** Read a whole file through the libuv pool. */
-export async function readWhole(abs: string, size: number): Promise<Buffer> {
-  const h = await openSource(abs);
-  const buf = Buffer.allocUnsafeSlow(size);
-  let n = 0;
-  try {
-    while (n < size) {
-      const { bytesRead } = await h.read(buf, n, size - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-  } catch (e) {
-    throw new ItemSkipped(describeFsError(e));
-  } finally {
-    await h.close();
-  }
-  return n < size ? buf.subarray(0, n) : buf;
-}
-
 /**
- * Whether small files are read synchronously. From the page cache that is ~5× cheaper than
- * going through the libuv pool; from a cold disk it would serialize I/O. So: read
- * synchronously while reads are fast, and when many take over 1 ms (cache misses) switch to
- * parallel async reads for a while, then probe again.
+ * Whether the walker lstats synchronously. From the inode cache that is ~5× cheaper than
+ * going through the libuv pool; from a cold disk it would serialize I/O. So: stat
+ * synchronously while that is fast, and when many calls take over 1 ms (cache misses) switch
+ * to parallel async calls for a while, then probe again. (File content is read by the codec
+ * workers, synchronously there, one file per worker at a time.)
  */
-export class SmallReadPolicy {
+export class SyncStatPolicy {
   sync = true;
   private slow = 0;
   private seen = 0;
 
-  /** A synchronous read of `bytes` took `ms`: over 1 ms plus 2 ms/MB looks like a cache miss. */
+  /** A synchronous call for `bytes` took `ms`: over 1 ms plus 2 ms/MB looks like a cache miss. */
   observe(ms: number, bytes: number): void {
     if (this.sync && ms > 1 + bytes / 500_000) this.slow++;
     if (++this.seen < 256) return;
@@ -135,63 +96,122 @@ export class SmallReadPolicy {
   }
 }
 
-/** Stream a file through the content-defined chunker, a few chunks stored at once. */
-export async function storeChunkedFile(writer: BlobWriter, abs: string, size: number, params: CdcParams, signal?: AbortSignal): Promise<StoredContent> {
+/**
+ * Store a large file through the workers, one window of `windowBytes` (≥ maxBytes, so each
+ * holds a cut) at a time: the next window is read while this one's chunks are appended. The
+ * file stays open throughout, so every window comes from the same inode.
+ */
+export async function storeChunkedFile(writer: BlobWriter, abs: string, cdc: CdcParams, level: number, windowBytes: number, signal?: AbortSignal): Promise<StoredContent> {
   const h = await openSource(abs);
   const hashes: string[] = [];
-  const inFlight = new Set<Promise<void>>();
   let bytes = 0;
+  const encode = (pos: number) => {
+    const p = codecPool().encodeWindow(h.fd, pos, windowBytes, cdc, level);
+    p.catch(() => undefined); // awaited below; may settle while appends are awaited
+    return p;
+  };
+  let next: Promise<EncodedWindow | { error: SourceFsError }> | undefined = encode(0);
   try {
-    let i = 0;
-    for await (const chunk of chunkReads(readAt(h), params, { readBytes: READ_BYTES, sizeHint: size })) {
+    while (next) {
+      const w = await next;
+      next = undefined;
+      if ('error' in w) throw new ItemSkipped(describeFsError(w.error));
       if (signal?.aborted) throw new InterruptedError();
-      const at = i++;
-      bytes += chunk.length;
-      const p = writer.putRaw(chunk).then((hash) => {
-        hashes[at] = hash;
-      });
-      inFlight.add(p);
-      // Awaited below (Promise.all); this branch only keeps the set small and marks it handled.
-      p.then(() => inFlight.delete(p), () => undefined);
-      if (inFlight.size >= CHUNKS_IN_FLIGHT) await Promise.race(inFlight);
+      if (!w.eof) next = encode(w.nextPos);
+      for (const c of w.chunks) {
+        hashes.push(c.hash);
+        bytes += c.rawLength;
+      }
+      await Promise.all(w.chunks.map((c) => writer.putEncoded(c.hash, c.rawLength, c.data, c.codec)));
     }
-    await Promise.all(inFlight);
   } finally {
-    await Promise.allSettled(inFlight);
+    // A worker may still be reading this fd: closing it first could let it read another file.
+    await next?.catch(() => undefined);
     await h.close();
   }
   return { hashes, bytes };
 }
 
-function readAt(h: FileHandle): (buf: Buffer) => Promise<number> {
-  let pos = 0;
-  return async (buf) => {
+/**
+ * Small files go to the workers in batches, each read, hashed and compressed there. A batch
+ * leaves when full or at the next turn of the event loop (the walker yields at every folder
+ * and whenever it waits for a slot), so nothing waits for it.
+ */
+export class SmallFileEncoder {
+  private batch: { path: string; size: number; resolve: (r: EncodedData | { error: SourceFsError }) => void; reject: (e: unknown) => void }[] = [];
+  private batchBytes = 0;
+  private scheduled = false;
+  private readonly budget = new Slots(SMALL_BYTES_IN_FLIGHT);
+
+  constructor(private readonly level: number) {}
+
+  /** Store the whole small file `abs`, read up to `size` bytes (less if it shrank since lstat). */
+  async store(writer: BlobWriter, abs: string, size: number): Promise<StoredContent> {
+    const held = await this.budget.acquire(size);
     try {
-      const { bytesRead } = await h.read(buf, 0, buf.length, pos);
-      pos += bytesRead;
-      return bytesRead;
-    } catch (e) {
-      throw new ItemSkipped(describeFsError(e));
+      const r = await this.encode(abs, size);
+      if ('error' in r) throw new ItemSkipped(describeFsError(r.error));
+      if (r.rawLength === 0) return { hashes: [], bytes: 0 };
+      await writer.putEncoded(r.hash, r.rawLength, r.data, r.codec);
+      return { hashes: [r.hash], bytes: r.rawLength };
+    } finally {
+      this.budget.release(held);
     }
-  };
+  }
+
+  private encode(path: string, size: number): Promise<EncodedData | { error: SourceFsError }> {
+    return new Promise((resolve, reject) => {
+      this.batch.push({ path, size, resolve, reject });
+      this.batchBytes += size;
+      if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.flush();
+        });
+      }
+    });
+  }
+
+  private flush(): void {
+    const batch = this.batch;
+    if (batch.length === 0) return;
+    this.batch = [];
+    this.batchBytes = 0;
+    codecPool().encodeFiles(batch, this.level).then(
+      (out) => batch.forEach((b, k) => b.resolve(out[k] as EncodedData | { error: SourceFsError })),
+      (e: unknown) => batch.forEach((b) => b.reject(e)),
+    );
+  }
 }
 
 /** A counting semaphore; waiters are served in order. */
 export class Slots {
-  private readonly waiters: (() => void)[] = [];
-  constructor(private free: number) {}
+  private readonly waiters: { units: number; resolve: () => void }[] = [];
+  private free: number;
 
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiters.push(resolve));
+  constructor(private readonly capacity: number) {
+    this.free = capacity;
   }
 
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.free++;
+  /** Take `units` (at most the capacity, so a big one still gets through); returns how many to release. */
+  async acquire(units = 1): Promise<number> {
+    const n = Math.min(units, this.capacity);
+    if (this.waiters.length === 0 && this.free >= n) {
+      this.free -= n;
+      return n;
+    }
+    await new Promise<void>((resolve) => this.waiters.push({ units: n, resolve }));
+    return n;
+  }
+
+  release(units = 1): void {
+    this.free += units;
+    for (let w = this.waiters[0]; w && w.units <= this.free; w = this.waiters[0]) {
+      this.waiters.shift();
+      this.free -= w.units;
+      w.resolve();
+    }
   }
 }

@@ -79,6 +79,28 @@ export function findCut(buf: Uint8Array, params: CdcParams): number {
   return cut(buf, 0, buf.length, p);
 }
 
+/**
+ * Lengths of the chunks at the start of `buf` (the data right after a cut) whose boundaries are
+ * already decided: those a longer input could not move. A cut found before the end of `buf`
+ * is final (the scan stops at the first match and sees nothing past it), and so is a cut at
+ * `maxBytes`; the undecided rest is cut again once more data follows. With `eof`, `buf` is the
+ * end of the input and every byte is cut. Lets a reader that cannot keep the undecided tail
+ * (a worker reading one window of a file) resume at the last cut and get the boundaries
+ * chunkStream gives.
+ */
+export function decidedCuts(buf: Uint8Array, params: CdcParams, eof: boolean): number[] {
+  const p = prepare(params);
+  const lengths: number[] = [];
+  for (let start = 0; start < buf.length;) {
+    const n = buf.length - start;
+    const len = cut(buf, start, buf.length, p);
+    if (len === n && n < p.max && !eof) break;
+    lengths.push(len);
+    start += len;
+  }
+  return lengths;
+}
+
 function cut(buf: Uint8Array, start: number, end: number, p: Prepared): number {
   const n = end - start;
   if (n <= p.min) return n;

@@ -1,10 +1,12 @@
 /**
  * A small pool of worker threads for the CPU-heavy part of every data path: hashing and
- * compression on backup, decompression + hash verification on restore and check. One pool
+ * compression on backup (for file-level backup also reading and chunking the files, see
+ * codec-files.ts), decompression + hash verification on restore and check. One pool
  * per process, created on first use; workers are unref'd while idle so they never keep the
  * process alive. Buffers that own their memory are transferred, not copied.
  */
 import { availableParallelism } from 'node:os';
+import type { CdcParams } from './chunker-cdc.js';
 import { GcPacer } from '../runtime/gc.js';
 import { WorkerPool } from '../runtime/worker-pool.js';
 import type { ChunkResult, ReadChunksRequest } from './chunk-read.js';
@@ -18,7 +20,35 @@ export type CodecRequest =
   | { id: number; op: 'verify-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[] }
   | { id: number; op: 'verify-file'; path: string; blobs: StoredRef[] }
   | ({ id: number; op: 'read-chunks' } & ReadChunksRequest)
-  | { id: number; op: 'decode-write'; data?: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number; file?: { path: string; offset: number; length: number } };
+  | { id: number; op: 'decode-write'; data?: ArrayBufferLike; offset: number; length: number; blobs: (StoredRef & { at: number[] })[]; fd: number; limit: number; file?: { path: string; offset: number; length: number } }
+  | { id: number; op: 'encode-files'; paths: string[]; sizes: number[]; level: number }
+  | { id: number; op: 'encode-window'; fd: number; pos: number; windowBytes: number; cdc: CdcParams; level: number };
+
+/** A blob a worker hashed and compressed; its stored bytes follow the previous blob's in the reply. */
+export interface EncodedBlob {
+  hash: string;
+  rawLength: number;
+  storedLength: number;
+  codec: number;
+}
+
+/** An encoded blob with its stored bytes (a view into the reply's buffer). */
+export interface EncodedData extends EncodedBlob {
+  data: Buffer;
+}
+
+/** Why a worker could not read a source file: enough for describeFsError (it reads `code`). */
+export interface SourceFsError {
+  code?: string;
+  message: string;
+}
+
+/** A window of a large file: its decided chunks, where to go on, and whether that was the end. */
+export interface EncodedWindow {
+  chunks: EncodedData[];
+  nextPos: number;
+  eof: boolean;
+}
 
 /** A blob inside a buffer of stored bytes (offset relative to that buffer). */
 export interface StoredRef {
@@ -43,7 +73,8 @@ export interface PackFileRead {
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[] }
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[];
+    blobs?: (EncodedBlob | { error: SourceFsError })[]; nextPos?: number; eof?: boolean; fsError?: SourceFsError }
   | { id: number; ok: false; error: string };
 
 export class CodecPool {
@@ -64,11 +95,17 @@ export class CodecPool {
     return { hash: r.hash, data: toBuffer(r.data) };
   }
 
-  /** SHA-256 of the concatenation of `parts`, without concatenating them. The parts come back in `parts`. */
+  /**
+   * SHA-256 of the concatenation of `parts`, without concatenating them. The parts come back
+   * in `parts`, maybe as fewer buffers: adjacent views of one buffer are joined, parts in
+   * shared memory (what encodeFiles/encodeWindow return) are shared, and runs of other views
+   * into larger buffers (compressMany's outputs) are copied into one buffer each, since only
+   * a whole ArrayBuffer can be transferred and the rest of it may belong to another pack.
+   */
   async hashParts(parts: Buffer[]): Promise<{ hash: string; parts: Buffer[] }> {
-    const owned = parts.map((p) => (ownsMemory(p) ? p : copyToOwn(p)));
+    const owned = ownedParts(parts);
     const r = await this.pool.request({ op: 'hash-parts', parts: owned.map((p) => ({ data: p.buffer, offset: p.byteOffset, length: p.byteLength })) },
-      owned.map((p) => p.buffer as ArrayBuffer));
+      owned.filter((p) => !isShared(p)).map((p) => p.buffer as ArrayBuffer));
     if (!r.ok || !r.hash || !r.parts) throw new Error(r.ok ? 'no hash' : r.error);
     return { hash: r.hash, parts: r.parts.map(toBuffer) };
   }
@@ -149,6 +186,45 @@ export class CodecPool {
     return { results: r.chunks, parts };
   }
 
+  /**
+   * Read, hash and compress whole small files in one round trip (file-level backup), each up
+   * to its lstat `size`. One result per file, in order: its stored bytes, or the error that
+   * kept the worker from reading it.
+   */
+  async encodeFiles(files: { path: string; size: number }[], level: number): Promise<(EncodedData | { error: SourceFsError })[]> {
+    const r = await this.pool.request({ op: 'encode-files', paths: files.map((f) => f.path), sizes: files.map((f) => f.size), level }, []);
+    if (!r.ok || !r.blobs) throw new Error(r.ok ? 'no blobs' : r.error);
+    const all = this.received(r.data);
+    let off = 0;
+    return r.blobs.map((b) => {
+      if ('error' in b) return b;
+      const data = all.subarray(off, off + b.storedLength);
+      off += b.storedLength;
+      return { ...b, data };
+    });
+  }
+
+  /**
+   * Read `windowBytes` at `pos` of the open file `fd`, cut them with the content-defined
+   * chunker and hash and compress every chunk whose boundary is decided; the caller goes on
+   * at `nextPos` until `eof`. Boundaries are those of one pass over the whole file. `fd`
+   * must stay open until this settles.
+   */
+  async encodeWindow(fd: number, pos: number, windowBytes: number, cdc: CdcParams, level: number): Promise<EncodedWindow | { error: SourceFsError }> {
+    const r = await this.pool.request({ op: 'encode-window', fd, pos, windowBytes, cdc, level }, []);
+    if (!r.ok) throw new Error(r.error);
+    if (r.fsError) return { error: r.fsError };
+    if (!r.blobs || r.nextPos === undefined) throw new Error('no chunks');
+    const all = this.received(r.data);
+    let off = 0;
+    const chunks = (r.blobs as EncodedBlob[]).map((b) => {
+      const data = all.subarray(off, off + b.storedLength);
+      off += b.storedLength;
+      return { ...b, data };
+    });
+    return { chunks, nextPos: r.nextPos, eof: r.eof === true };
+  }
+
   /** zstd-compress `raw` (level), or return it as is (codec 0) when it does not compress. Takes ownership of `raw`. */
   async compress(raw: Buffer, level: number): Promise<{ data: Buffer; codec: number }> {
     const r = await this.send({ op: 'compress', level }, raw);
@@ -165,6 +241,12 @@ export class CodecPool {
 
   terminate(): Promise<void> {
     return this.pool.terminate();
+  }
+
+  /** Bytes a worker made for us: they turn to garbage here once packed and uploaded. */
+  private received(data: Uint8Array): Buffer {
+    this.pacer.moved(data.byteLength);
+    return toBuffer(data);
   }
 
   private send(req: Record<string, unknown>, data: Buffer): Promise<CodecReply> {
@@ -184,6 +266,51 @@ function copyToOwn(b: Uint8Array): Uint8Array {
   const c = new Uint8Array(b.byteLength);
   c.set(b);
   return c;
+}
+
+/** `parts` with adjacent views of one buffer joined and every run of views that neither own their memory nor share it copied into one new buffer. */
+function ownedParts(parts: Buffer[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let run: Uint8Array[] = [];
+  const flush = () => {
+    if (run.length === 0) return;
+    const c = Buffer.allocUnsafeSlow(run.reduce((a, p) => a + p.byteLength, 0));
+    let at = 0;
+    for (const p of run) {
+      c.set(p, at);
+      at += p.byteLength;
+    }
+    out.push(c);
+    run = [];
+  };
+  for (const p of joinAdjacent(parts)) {
+    if (ownsMemory(p) || isShared(p)) {
+      flush();
+      out.push(p);
+    } else {
+      run.push(p);
+    }
+  }
+  flush();
+  return out;
+}
+
+/** Blobs of one worker reply usually sit back to back in a pack: one view each run. */
+function joinAdjacent(parts: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const p of parts) {
+    const last = out.at(-1);
+    if (last && last.buffer === p.buffer && last.byteOffset + last.byteLength === p.byteOffset && !ownsMemory(p)) {
+      out[out.length - 1] = new Uint8Array(p.buffer, last.byteOffset, last.byteLength + p.byteLength);
+    } else {
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+function isShared(b: Uint8Array): boolean {
+  return b.buffer instanceof SharedArrayBuffer;
 }
 
 function toBuffer(u: Uint8Array): Buffer {

@@ -1,6 +1,7 @@
 /**
  * The synchronous codec used inside worker threads (codec-worker, the file writers): one
- * definition of how a stored blob is decoded and verified.
+ * definition of how a blob is compressed for storage, and of how a stored blob is decoded and
+ * verified.
  *
  * Decompression can go into a reusable scratch buffer: on restore and check the raw bytes
  * are written or hashed at once and then dropped, and allocating a fresh 256 KiB buffer per
@@ -8,11 +9,52 @@
  */
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { Compressor } from 'zstd-napi';
 
 type Binding = typeof import('zstd-napi/binding.js');
 const binding = createRequire(import.meta.url)('zstd-napi/binding.js') as Binding;
 const dctx = new binding.DCtx();
 let scratch = Buffer.allocUnsafeSlow(1024 * 1024);
+
+const PROBE_BYTES = 8 * 1024;
+
+// Contexts are reused: creating one per call cost more than compressing a 256 KiB chunk.
+const compressors = new Map<number, Compressor>();
+
+function compressor(level: number): Compressor {
+  let c = compressors.get(level);
+  if (!c) {
+    c = new Compressor();
+    c.setParameters({ compressionLevel: level });
+    compressors.set(level, c);
+  }
+  return c;
+}
+
+/**
+ * Random or already-compressed data: two small samples that do not compress → store raw.
+ * `squeeze` gives the compressed length of a sample at level 1.
+ */
+function looksIncompressible(raw: Buffer, squeeze: (sample: Buffer) => number): boolean {
+  if (raw.length < 8 * PROBE_BYTES) return false;
+  const mid = raw.length >> 1;
+  for (const s of [raw.subarray(0, PROBE_BYTES), raw.subarray(mid, mid + PROBE_BYTES)]) {
+    if (squeeze(s) < s.length * 0.95) return false;
+  }
+  return true;
+}
+
+/**
+ * zstd at `level`, or `data` itself (codec 0) when that saves less than 3 %: not worth a
+ * decompression on every restore. The result is never longer than `data`.
+ */
+export function compressSync(data: Buffer, level: number): { data: Buffer; codec: number } {
+  if (!looksIncompressible(data, (sample) => compressor(1).compress(sample).length)) {
+    const z = compressor(level).compress(data);
+    if (z.length < data.length * 0.97) return { data: z, codec: 1 };
+  }
+  return { data, codec: 0 };
+}
 
 /**
  * The raw bytes of a stored blob, or the reason it is damaged. With `reuse`, the result is a
@@ -38,4 +80,36 @@ export function decodeVerifiedSync(stored: Buffer, codec: number, rawLength: num
   }
   if (raw.length !== rawLength || createHash('sha256').update(raw).digest('hex') !== hash) return 'does not match its hash';
   return raw;
+}
+
+// One context per level, set up as Compressor.setParameters does, so compressInto writes the
+// same frames as compressSync.
+const cctxs = new Map<number, InstanceType<Binding['CCtx']>>();
+
+function cctx(level: number): InstanceType<Binding['CCtx']> {
+  let c = cctxs.get(level);
+  if (!c) {
+    c = new binding.CCtx();
+    c.setParameter(binding.CParameter.compressionLevel, level);
+    cctxs.set(level, c);
+  }
+  return c;
+}
+
+const probeOut = Buffer.allocUnsafeSlow(binding.compressBound(PROBE_BYTES));
+
+export const compressBound = (bytes: number): number => binding.compressBound(bytes);
+
+/**
+ * compressSync without allocating: the frame goes into `dst`, which must have room for
+ * compressBound(data.length) bytes. Returns its length, or codec 0 (nothing written) when
+ * `data` is to be stored as it is. The codec workers encode whole files this way, since a
+ * fresh buffer per chunk costs page faults and garbage collections.
+ */
+export function compressInto(data: Buffer, level: number, dst: Buffer): { length: number; codec: number } {
+  if (!looksIncompressible(data, (sample) => cctx(1).compress2(probeOut, sample))) {
+    const n = cctx(level).compress2(dst, data);
+    if (n < data.length * 0.97) return { length: n, codec: 1 };
+  }
+  return { length: 0, codec: 0 };
 }

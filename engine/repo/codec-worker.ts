@@ -1,50 +1,18 @@
 /**
- * Worker thread body for CodecPool: zstd compression with an incompressibility probe, and
- * decompression + hash verification. Runs zstd-napi synchronously, off the main thread.
+ * Worker thread body for CodecPool: zstd compression with an incompressibility probe,
+ * decompression + hash verification, and reading + chunking of source files for file-level
+ * backup (codec-files.ts). Runs zstd-napi synchronously, off the main thread.
  */
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
-import { Compressor } from 'zstd-napi';
-import { decodeVerifiedSync } from './codec-sync.js';
+import { compressSync, decodeVerifiedSync } from './codec-sync.js';
+import { encodeFiles, encodeWindow } from './codec-files.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
 import { readPackHeader } from './pack.js';
 import { readChunks } from './chunk-read.js';
 import { openSync, readSync, closeSync, fstatSync } from '../runtime/fs.js';
-
-const PROBE_BYTES = 8 * 1024;
-
-// Contexts are reused: creating one per call cost more than compressing a 256 KiB chunk.
-const compressors = new Map<number, Compressor>();
-
-function compressor(level: number): Compressor {
-  let c = compressors.get(level);
-  if (!c) {
-    c = new Compressor();
-    c.setParameters({ compressionLevel: level });
-    compressors.set(level, c);
-  }
-  return c;
-}
-
-/** Random or already-compressed data: two small samples that do not compress → store raw. */
-function looksIncompressible(raw: Buffer): boolean {
-  if (raw.length < 8 * PROBE_BYTES) return false;
-  const mid = raw.length >> 1;
-  for (const s of [raw.subarray(0, PROBE_BYTES), raw.subarray(mid, mid + PROBE_BYTES)]) {
-    if (compressor(1).compress(s).length < s.length * 0.95) return false;
-  }
-  return true;
-}
-
-function compressOne(data: Buffer, level: number): { data: Buffer; codec: number } {
-  if (!looksIncompressible(data)) {
-    const z = compressor(level).compress(data);
-    if (z.length < data.length * 0.97) return { data: z, codec: 1 };
-  }
-  return { data, codec: 0 };
-}
 
 /** Decode and re-hash one blob of a pack; keep nothing. */
 function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
@@ -85,11 +53,22 @@ function readInto(path: string, offset = 0, length?: number): Buffer | undefined
 function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
-      const r = readChunks(req, compressOne);
+      const r = readChunks(req, compressSync);
       return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, chunks: r.results, parts: r.parts };
     } catch (e) {
       return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
     }
+  }
+  if (req.op === 'encode-files') {
+    const r = encodeFiles(req.paths, req.sizes, req.level);
+    pacer.moved(r.data.byteLength); // the compressed copies it dropped
+    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs };
+  }
+  if (req.op === 'encode-window') {
+    const r = encodeWindow(req.fd, req.pos, req.windowBytes, req.cdc, req.level);
+    if ('error' in r) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, fsError: r.error };
+    pacer.moved(r.data.byteLength);
+    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof };
   }
   if (req.op === 'decode-write') {
     let data: Buffer | undefined;
@@ -119,7 +98,7 @@ function handle(req: CodecRequest): CodecReply {
     const outs: { data: Buffer; codec: number }[] = [];
     let at = 0;
     for (const n of req.sizes) {
-      outs.push(compressOne(all.subarray(at, at + n), req.level));
+      outs.push(compressSync(all.subarray(at, at + n), req.level));
       at += n;
     }
     const joined = Buffer.allocUnsafeSlow(outs.reduce((a, o) => a + o.data.length, 0));
@@ -163,7 +142,7 @@ function handle(req: CodecRequest): CodecReply {
     return { id: req.id, ok: true, data, codec: 0, hash: createHash('sha256').update(data).digest('hex') };
   }
   if (req.op === 'compress') {
-    const o = compressOne(data, req.level);
+    const o = compressSync(data, req.level);
     return { id: req.id, ok: true, data: o.data, codec: o.codec };
   }
   const r = decodeVerifiedSync(data, req.codec, req.rawLength, req.hash);
@@ -179,13 +158,18 @@ parentPort?.on('message', (req: CodecRequest) => {
   pacer.moved('data' in req && req.data ? req.data.byteLength : req.op === 'read-chunks' ? req.chunks.reduce((a, c) => a + c.length, 0) : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
-    parentPort?.postMessage(reply, reply.parts.map((p) => p.buffer as ArrayBuffer));
+    // Shared memory is shared, not transferred.
+    parentPort?.postMessage(reply, reply.parts.filter((p) => !isShared(p)).map((p) => p.buffer as ArrayBuffer));
   } else if (reply.ok) {
     const b = reply.data;
     // Transfer when the buffer owns its memory (always for what we were sent); else it is copied.
-    const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
+    const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !isShared(b);
     parentPort?.postMessage(reply, own ? [b.buffer as ArrayBuffer] : []);
   } else {
     parentPort?.postMessage(reply);
   }
 });
+
+function isShared(b: Uint8Array): boolean {
+  return b.buffer instanceof SharedArrayBuffer;
+}

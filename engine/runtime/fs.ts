@@ -5,6 +5,13 @@
 import { promises as fsp, constants } from 'node:fs';
 
 export { fsp, constants };
+
+/**
+ * How a backup opens a source file. O_NOFOLLOW: a file swapped for a symlink since lstat is
+ * not followed. O_NONBLOCK: a file swapped for a FIFO does not block the open (no effect on
+ * regular files).
+ */
+export const SOURCE_OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 export type { FileHandle } from 'node:fs/promises';
 export type { Stats, BigIntStats, Dirent } from 'node:fs';
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { chunkReads, chunkStream, findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
+import { chunkReads, chunkStream, decidedCuts, findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
 import { bytes } from './fixtures.js';
 
 const P: CdcParams = { minBytes: 2048, avgBytes: 8192, maxBytes: 32768, seed: 7 };
@@ -100,6 +100,37 @@ test('chunkStream and chunkReads give the same chunks as findCut, whatever the p
     t.deepEqual(got.map((c) => c.length), expected, `reads of ${size}`);
     t.true(Buffer.concat(got).equals(data));
   }
+});
+
+test('decidedCuts, resumed at the last cut of each window, cuts where one pass over the input does', (t) => {
+  const inputs = [bytes(700_000, 7), Buffer.alloc(200_000), Buffer.concat([bytes(100_000, 8), Buffer.alloc(100_000), bytes(100_000, 9)])];
+  for (const [k, data] of inputs.entries()) {
+    const expected = cutAll(data, P).map((c) => c.length);
+    for (const window of [P.maxBytes, P.maxBytes + 1, 2 * P.maxBytes, 100_000]) {
+      const got: number[] = [];
+      for (let pos = 0; pos < data.length;) {
+        const end = Math.min(pos + window, data.length);
+        const cuts = decidedCuts(data.subarray(pos, end), P, end === data.length);
+        t.true(cuts.length > 0, 'a window of maxBytes always holds a decided cut');
+        got.push(...cuts);
+        pos += cuts.reduce((a, b) => a + b, 0);
+      }
+      t.deepEqual(got, expected, `input ${k}, windows of ${window}`);
+    }
+  }
+});
+
+test('decidedCuts leaves an undecided tail for the next window, and cuts it at the end of the input', (t) => {
+  const data = bytes(P.maxBytes, 10);
+  const all = cutAll(data, P).map((c) => c.length);
+  t.true(all.length > 1);
+  // Short of maxBytes the last piece could still grow: it waits, unless this is the end.
+  const part = data.subarray(0, P.maxBytes - 1);
+  t.deepEqual(decidedCuts(part, P, true).reduce((a, b) => a + b, 0), part.length);
+  const decided = decidedCuts(part, P, false);
+  t.true(decided.reduce((a, b) => a + b, 0) < part.length);
+  t.deepEqual(decided, all.slice(0, decided.length));
+  t.deepEqual(decidedCuts(Buffer.alloc(0), P, true), []);
 });
 
 test('chunks handed out stay intact while later input is chunked', async (t) => {

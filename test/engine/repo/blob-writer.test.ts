@@ -55,3 +55,17 @@ test('with a stalled target, the writer accepts at most a few packs of blobs, th
   const reopened = await Repository.open(inner, { clock: systemSleepClock });
   t.is(reopened.index.size, total, 'every blob is in the index after the stall');
 });
+
+test('putEncoded stores content once when it arrives twice while the first copy is in flight, and not at all when indexed', async (t) => {
+  const target = await localTarget.open({ path: join(await tempDir(t), 'repo') });
+  const repo = await Repository.init(target, { clock: systemSleepClock }, { packTargetBytes: PACK });
+  const writer = repo.newWriter();
+  const stored = Buffer.from('stored bytes, as a worker compressed them');
+  const hash = 'ab'.repeat(32);
+  await Promise.all([writer.putEncoded(hash, 100, stored, 1), writer.putEncoded(hash, 100, stored, 1)]);
+  t.like(writer.stats, { blobsNew: 1, blobsReused: 1, rawBytesNew: 100, storedBytesNew: stored.length });
+  await writer.finish();
+  const again = (await Repository.open(target, { clock: systemSleepClock })).newWriter();
+  await again.putEncoded(hash, 100, stored, 1);
+  t.like(again.stats, { blobsNew: 0, blobsReused: 1 });
+});

@@ -1,0 +1,142 @@
+/**
+ * The worker side of file-level backup: read source files, cut them with the content-defined
+ * chunker, hash and compress, and hand back only stored bytes. Doing this on the main thread
+ * made it the bottleneck of a 30k-file backup (sync reads, buffer copies and GC there, while
+ * the codec workers sat ~60 % idle); now the main thread only walks and packs.
+ *
+ * Reads and compressed frames go into two reusable scratch buffers per worker; what leaves is
+ * one buffer of stored bytes per request, exactly sized, so the packs that keep views into it
+ * keep nothing else alive. It is a SharedArrayBuffer: a blob's bytes must reach a pack (on
+ * the main thread), then a worker again to hash the pack, and shared memory crosses threads
+ * without a copy, whereas a transferred buffer can only move whole (and the blobs of one
+ * reply may land in two packs). Fresh memory costs a page fault per 4 KiB, so each byte is
+ * written into fresh memory once.
+ */
+import { createHash } from 'node:crypto';
+import { SOURCE_OPEN_FLAGS, closeSync, openSync, readSync } from '../runtime/fs.js';
+import { decidedCuts, type CdcParams } from './chunker-cdc.js';
+import { compressBound, compressInto } from './codec-sync.js';
+import type { EncodedBlob, SourceFsError } from './codec-pool.js';
+
+let scratch = Buffer.allocUnsafeSlow(1 << 20);
+
+function scratchOf(bytes: number): Buffer {
+  if (scratch.length < bytes) scratch = Buffer.allocUnsafeSlow(bytes);
+  return scratch.subarray(0, bytes);
+}
+
+/** Stored bytes of one reply, gathered in a reusable buffer and copied out once. */
+class Sink {
+  private buf = Buffer.allocUnsafeSlow(1 << 20);
+  private used = 0;
+
+  /** Room for `bytes` more at the end; add() what was written. */
+  room(bytes: number): Buffer {
+    if (this.buf.length < this.used + bytes) {
+      const bigger = Buffer.allocUnsafeSlow(Math.max(2 * this.buf.length, this.used + bytes));
+      this.buf.copy(bigger, 0, 0, this.used);
+      this.buf = bigger;
+    }
+    return this.buf.subarray(this.used, this.used + bytes);
+  }
+
+  add(bytes: number): void {
+    this.used += bytes;
+  }
+
+  /** Everything added, in shared memory of its own; the sink is empty again. */
+  take(): Buffer {
+    const out = Buffer.from(new SharedArrayBuffer(this.used));
+    this.buf.copy(out, 0, 0, this.used);
+    this.used = 0;
+    return out;
+  }
+}
+
+const sink = new Sink();
+
+/**
+ * Whole small files, hashed and compressed. Each is read up to its lstat `size`: less if it
+ * shrank since, never more if it grew. One entry per file, in order.
+ */
+export function encodeFiles(paths: string[], sizes: number[], level: number): { data: Buffer; blobs: (EncodedBlob | { error: SourceFsError })[] } {
+  const buf = scratchOf(sizes.reduce((a, b) => a + b, 0));
+  const blobs: (EncodedBlob | { error: SourceFsError })[] = [];
+  let at = 0;
+  for (let i = 0; i < paths.length; i++) {
+    const size = sizes[i] as number;
+    const got = readWhole(paths[i] as string, buf.subarray(at, at + size));
+    if (typeof got !== 'number') {
+      blobs.push({ error: got });
+      continue;
+    }
+    blobs.push(encodeBlob(buf.subarray(at, at + got), level));
+    at += got;
+  }
+  return { data: sink.take(), blobs };
+}
+
+/**
+ * The window of `windowBytes` at `pos` of an open file, cut into chunks. Only chunks whose
+ * boundary is decided are encoded (all of them at the end of the file); the caller goes on at
+ * `nextPos`, where the chunker restarts exactly as it would have in one pass over the file.
+ * A window of at least maxBytes always holds a decided cut.
+ */
+export function encodeWindow(fd: number, pos: number, windowBytes: number, cdc: CdcParams, level: number): { data: Buffer; blobs: EncodedBlob[]; nextPos: number; eof: boolean } | { error: SourceFsError } {
+  const buf = scratchOf(windowBytes);
+  let n: number;
+  try {
+    n = readFully(fd, buf, pos);
+  } catch (e) {
+    return { error: fsError(e) };
+  }
+  const eof = n < windowBytes;
+  const blobs: EncodedBlob[] = [];
+  let at = 0;
+  for (const len of decidedCuts(buf.subarray(0, n), cdc, eof)) {
+    blobs.push(encodeBlob(buf.subarray(at, at + len), level));
+    at += len;
+  }
+  return { data: sink.take(), blobs, nextPos: pos + at, eof: eof && at === n };
+}
+
+function encodeBlob(raw: Buffer, level: number): EncodedBlob {
+  const hash = createHash('sha256').update(raw).digest('hex');
+  const room = sink.room(compressBound(raw.length));
+  let { length, codec } = compressInto(raw, level, room);
+  if (codec === 0) length = raw.copy(room);
+  sink.add(length);
+  return { hash, rawLength: raw.length, storedLength: length, codec };
+}
+
+/** Bytes read into `into` (its length is the most read), or the error that stopped it. */
+function readWhole(path: string, into: Buffer): number | SourceFsError {
+  let fd: number;
+  try {
+    fd = openSync(path, SOURCE_OPEN_FLAGS);
+  } catch (e) {
+    return fsError(e);
+  }
+  try {
+    return readFully(fd, into, 0);
+  } catch (e) {
+    return fsError(e);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readFully(fd: number, into: Buffer, pos: number): number {
+  let n = 0;
+  while (n < into.length) {
+    const got = readSync(fd, into, n, into.length - n, pos + n);
+    if (got === 0) break;
+    n += got;
+  }
+  return n;
+}
+
+function fsError(e: unknown): SourceFsError {
+  const code = typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
+  return { ...(code ? { code } : {}), message: e instanceof Error ? e.message : String(e) };
+}
