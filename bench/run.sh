@@ -60,7 +60,7 @@ timed() { # step repo src_bytes cmd...
     "$(du -sb "$repo" | cut -f1)" "$bytes" "$([ $rc = 0 ] && echo ok || echo "FAIL(rc=$rc)")" >> "$EXTRA"
   echo "   drctl $step ${wall}s" >&2
 }
-D="node $DRCTL_JS"
+D="$DRCTL_JS"   # the bin as users run it (its first line sets V8 flags)
 X=$WORK/cbt; mkdir -p "$X/src"
 cp --sparse=always "$DATA/disk.img" "$X/src/disk.img"
 $D init --repo "$X/repo" -q

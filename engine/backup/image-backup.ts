@@ -161,12 +161,16 @@ class ChunkReader {
   private flush(compress: boolean): void {
     const batch = this.queues.get(compress)!.splice(0);
     if (batch.length === 0) return;
-    codecPool().readChunks({ path: this.path, chunks: batch.map((b) => b.chunk), compress, level: this.level }).then(({ results, parts }) => {
-      let next = 0;
+    codecPool().readChunks({ path: this.path, chunks: batch.map((b) => b.chunk), compress, level: this.level }).then(({ results, data }) => {
+      let at = 0;
       batch.forEach((b, k) => {
         const r = results[k]!;
         if (r.zero) return b.resolve({ zero: true, hash: '' });
-        const stored = r.codec !== undefined ? { data: parts[next++]!, codec: r.codec } : undefined;
+        let stored: ChunkRead['stored'];
+        if (r.stored) {
+          stored = { data: data.subarray(at, at + r.stored[0]), codec: r.stored[1] };
+          at += r.stored[0];
+        }
         b.resolve({ zero: false, hash: r.hash, stored });
       });
     }, (e: unknown) => batch.forEach((b) => b.reject(e)));

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openSync, readSync, closeSync } from '../runtime/fs.js';
+import { encodeBlob, takeEncoded } from './codec-files.js';
 
 /** One chunk: its length and where its data pieces are in the file (`at` = offset in the chunk). */
 export interface ChunkToRead {
@@ -22,19 +23,18 @@ export interface ReadChunksRequest {
   level: number;
 }
 
-/** Per chunk: all-zero, or its hash and (when compressing) the codec of its stored bytes. */
-export type ChunkResult = { zero: true } | { zero: false; hash: string; codec?: number };
+/** Per chunk: all-zero, or its hash and (when compressing) the length and codec of its stored bytes. */
+export type ChunkResult = { zero: true } | { zero: false; hash: string; stored?: [length: number, codec: number] };
 
 let scratch = Buffer.allocUnsafeSlow(0);
 
 /**
- * Each stored chunk comes back in its own ArrayBuffer (`parts`, same order as the results
- * with `stored`), so it can be transferred here and again to the worker that hashes its
- * pack, never copied on the main thread.
+ * The stored bytes of every compressed chunk come back in one shared buffer, in order (see
+ * codec-files.ts for why shared memory): packs keep views into it and the worker that hashes
+ * a pack reads them without a copy on the main thread.
  */
-export function readChunks(req: ReadChunksRequest, compress: (raw: Buffer, level: number) => { data: Buffer; codec: number }): { results: ChunkResult[]; parts: Buffer[] } {
+export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; data: Buffer } {
   const results: ChunkResult[] = [];
-  const parts: Buffer[] = [];
   const fd = openSync(req.path, 'r');
   try {
     for (const c of req.chunks) {
@@ -55,23 +55,17 @@ export function readChunks(req: ReadChunksRequest, compress: (raw: Buffer, level
       }
       if (isZero(raw)) {
         results.push({ zero: true });
-        continue;
+      } else if (req.compress) {
+        const b = encodeBlob(raw, req.level);
+        results.push({ zero: false, hash: b.hash, stored: [b.storedLength, b.codec] });
+      } else {
+        results.push({ zero: false, hash: createHash('sha256').update(raw).digest('hex') });
       }
-      const hash = createHash('sha256').update(raw).digest('hex');
-      if (!req.compress) {
-        results.push({ zero: false, hash });
-        continue;
-      }
-      const o = compress(raw, req.level);
-      const own = Buffer.allocUnsafeSlow(o.data.length);
-      o.data.copy(own);
-      results.push({ zero: false, hash, codec: o.codec });
-      parts.push(own);
     }
   } finally {
     closeSync(fd);
   }
-  return { results, parts };
+  return { results, data: takeEncoded() };
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);

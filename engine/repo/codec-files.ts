@@ -55,6 +55,11 @@ class Sink {
 
 const sink = new Sink();
 
+/** The stored bytes encodeBlob gathered since the last call, in shared memory of their own. */
+export function takeEncoded(): Buffer {
+  return sink.take();
+}
+
 /**
  * Whole small files, hashed and compressed. Each is read up to its lstat `size`: less if it
  * shrank since, never more if it grew. One entry per file, in order.
@@ -100,7 +105,8 @@ export function encodeWindow(fd: number, pos: number, windowBytes: number, cdc: 
   return { data: sink.take(), blobs, nextPos: pos + at, eof: eof && at === n };
 }
 
-function encodeBlob(raw: Buffer, level: number): EncodedBlob {
+/** Hash and compress one blob into the reply being gathered (image backups use it too, chunk-read.ts). */
+export function encodeBlob(raw: Buffer, level: number): EncodedBlob {
   const hash = createHash('sha256').update(raw).digest('hex');
   const room = sink.room(compressBound(raw.length));
   let { length, codec } = compressInto(raw, level, room);

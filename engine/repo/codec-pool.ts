@@ -79,7 +79,8 @@ export type CodecReply =
 
 export class CodecPool {
   private readonly pool: WorkerPool<CodecReply>;
-  private readonly pacer = new GcPacer(64 * 1024 * 1024);
+  // Every 32 MiB handed to or received from workers: tree backup 274 -> 257 MiB peak RSS.
+  private readonly pacer = new GcPacer(32 * 1024 * 1024);
 
   constructor(size = availableParallelism()) {
     this.pool = new WorkerPool<CodecReply>(new URL('./codec-worker.js', import.meta.url), size);
@@ -175,15 +176,12 @@ export class CodecPool {
 
   /**
    * Read chunks of a local image file in a worker: all-zero ones are reported as such, the
-   * others hashed and, with `compress`, compressed: stored bytes in `parts`, one per stored chunk.
+   * others hashed and, with `compress`, compressed: their stored bytes one after the other in `data`.
    */
-  async readChunks(req: ReadChunksRequest): Promise<{ results: ChunkResult[]; parts: Buffer[] }> {
+  async readChunks(req: ReadChunksRequest): Promise<{ results: ChunkResult[]; data: Buffer }> {
     const r = await this.pool.request({ op: 'read-chunks', ...req }, []);
     if (!r.ok || !r.chunks) throw new Error(r.ok ? 'no results' : r.error);
-    const parts = (r.parts ?? []).map(toBuffer);
-    // They turn to garbage here once packed and uploaded.
-    this.pacer.moved(parts.reduce((a, p) => a + p.length, 0));
-    return { results: r.chunks, parts };
+    return { results: r.chunks, data: this.received(r.data) };
   }
 
   /**

@@ -53,8 +53,8 @@ function readInto(path: string, offset = 0, length?: number): Buffer | undefined
 function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
-      const r = readChunks(req, compressSync);
-      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, chunks: r.results, parts: r.parts };
+      const r = readChunks(req);
+      return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results };
     } catch (e) {
       return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
     }
