@@ -54,6 +54,7 @@ function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
       const r = readChunks(req);
+      pacer.moved(r.data.byteLength); // the shared reply: its memory goes once both threads drop it
       return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results };
     } catch (e) {
       return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
@@ -155,7 +156,7 @@ function handle(req: CodecRequest): CodecReply {
 const pacer = new GcPacer(16 * 1024 * 1024);
 
 parentPort?.on('message', (req: CodecRequest) => {
-  pacer.moved('data' in req && req.data ? req.data.byteLength : req.op === 'read-chunks' ? req.chunks.reduce((a, c) => a + c.length, 0) : 0);
+  pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
     // Shared memory is shared, not transferred.

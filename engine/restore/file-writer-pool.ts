@@ -26,6 +26,12 @@ export interface WholeFile {
   mtimeSec: number;
   /** Unlink what is there first (overwrite). */
   replace: boolean;
+  /**
+   * The create already gives the file this owner and group, or this mode (created with it):
+   * the fchown / fchmod is skipped, two of the six system calls of a small file.
+   */
+  ownerByCreate: boolean;
+  modeByCreate: boolean;
 }
 
 /** A chunk's place in a file the main thread holds open: written at `at`, never at or past `limit` (the file size). */

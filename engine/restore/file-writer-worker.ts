@@ -28,16 +28,18 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
-  const fd = openSync(f.path, CREATE, 0o600);
+  const fd = openSync(f.path, CREATE, f.modeByCreate ? f.mode : 0o600);
   try {
     for (let done = 0; done < raw.length;) done += writeSync(fd, raw, done, raw.length - done, done);
-    try {
-      fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+    if (!f.ownerByCreate) {
+      try {
+        fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EPERM' && code !== 'EINVAL') throw e;
+      }
     }
-    fchmodSync(fd, f.mode);
+    if (!f.modeByCreate) fchmodSync(fd, f.mode);
     futimesSync(fd, f.mtimeSec, f.mtimeSec);
   } finally {
     closeSync(fd);

@@ -129,6 +129,15 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
 
   // Phase 4: folders, then content.
   if (!st) root = await makeRoot(dest);
+  // Files created in folders this restore made get the process's user and group (unless the
+  // new root inherited a setgid bit); a create mode is taken as is unless the umask or
+  // special bits (setuid, setgid, sticky) get in the way. Then fchown / fchmod are skipped.
+  const umask = process.umask();
+  const euid = process.geteuid?.() ?? -1;
+  const egid = process.getegid?.() ?? -1;
+  const freshTree = !st && ((await fsp.stat(root)).mode & 0o2000) === 0;
+  const ownerByCreate = (e: TreeEntry) => freshTree && e.uid === euid && e.gid === egid;
+  const modeByCreate = (e: TreeEntry) => (e.mode & ~0o777) === 0 && (e.mode & umask) === 0;
   for (const { rel } of dirs) await makeDir(destPath(root, rel), scan.existingDirs.has(rel), scan.replace.has(rel));
   const limit = pLimit(META_IN_FLIGHT);
   for (const f of files) if (f.remaining === 0) createEmptySync(f);
@@ -157,7 +166,10 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
           if (whole) {
             file.remaining = 0;
             const e = file.entry;
-            out.files.push({ path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace });
+            out.files.push({
+              path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace,
+              ownerByCreate: ownerByCreate(e), modeByCreate: modeByCreate(e),
+            });
           } else {
             out.writes.push({ fd: open.fd(file), path: file.abs, at: offset, limit: file.entry.size });
             parts.push(file);

@@ -8,6 +8,7 @@ import type { Repository, DiskRecord, Point, BlobLocation } from '../repo/index.
 import { HASH_BYTES, Keys, LIST_ENTRIES_PER_BLOB } from '../repo/index.js';
 import { fsp, constants, type FileHandle } from '../runtime/fs.js';
 import { runBounded } from '../runtime/concurrency.js';
+import { GcPacer } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
@@ -61,6 +62,13 @@ export async function restoreImage(repo: Repository, point: Point, dest: string,
 }
 
 const PACK_RUNS_IN_FLIGHT = 4;
+/**
+ * Chunks planned at once (1 GiB of disk at 256 KiB): a whole chunk-list segment is 4 GiB, and
+ * planning it at once made the 8 GiB bench image peak 16 MiB above the 2 GiB one.
+ */
+const PLAN_WINDOW_CHUNKS = 4096;
+/** A full collection after each window's plan (~1 ms): left to V8, old plans piled up on long restores. */
+const planGc = new GcPacer(1);
 /** Blobs closer than this in one pack are fetched with one read. */
 const MAX_GAP_BYTES = 1024 * 1024;
 /** Bounds one read (and the memory of one run in flight): 4 MiB stored is ~7 MiB raw. */
@@ -93,20 +101,24 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
         const to = Math.min(disk.sizeBytes, from + LIST_ENTRIES_PER_BLOB * disk.chunkBytes);
         throw new IntegrityError(`the chunk list of disk ${disk.name} is unreadable (${(e as Error).message}): disk ${disk.name} bytes ${from}-${to} cannot be restored`, { cause: e });
       }
-      const firstChunk = seg * LIST_ENTRIES_PER_BLOB;
-      const runs = planRuns(repo, entries, firstChunk);
-      // Holes and zero chunks are "restored" by the truncate above: count them as done now.
-      const dataChunks = runs.reduce((a, run) => a + run.reduce((b, w) => b + w.chunks.length, 0), 0);
-      done += (entries.length / HASH_BYTES - dataChunks) * disk.chunkBytes;
-      const jobs = runs.map((run) => async () => {
+      // Planned a window at a time, so the plan's memory does not grow with the disk.
+      for (let w = 0; w * HASH_BYTES < entries.length; w += PLAN_WINDOW_CHUNKS) {
+        const window = entries.subarray(w * HASH_BYTES, (w + PLAN_WINDOW_CHUNKS) * HASH_BYTES);
+        const runs = planRuns(repo, window, seg * LIST_ENTRIES_PER_BLOB + w);
+        // Holes and zero chunks are "restored" by the truncate above: count them as done now.
+        const dataChunks = runs.reduce((a, run) => a + run.reduce((b, x) => b + x.chunks.length, 0), 0);
+        done += (window.length / HASH_BYTES - dataChunks) * disk.chunkBytes;
+        const jobs = runs.map((run) => async () => {
+          if (opts.signal?.aborted) throw new InterruptedError();
+          const n = await fetchAndWrite(repo, disk, fh, run);
+          written += n;
+          done += run.reduce((a, x) => a + x.chunks.length, 0) * disk.chunkBytes;
+          progress(Math.min(done, disk.sizeBytes));
+        });
+        await runBounded(jobs, PACK_RUNS_IN_FLIGHT, opts.signal);
         if (opts.signal?.aborted) throw new InterruptedError();
-        const n = await fetchAndWrite(repo, disk, fh, run);
-        written += n;
-        done += run.reduce((a, w) => a + w.chunks.length, 0) * disk.chunkBytes;
-        progress(Math.min(done, disk.sizeBytes));
-      });
-      await runBounded(jobs, PACK_RUNS_IN_FLIGHT, opts.signal);
-      if (opts.signal?.aborted) throw new InterruptedError();
+        planGc.moved(window.length); // the window's plan is garbage now
+      }
     }
   } catch (e) {
     await fh.close().catch(() => undefined);

@@ -4,7 +4,7 @@
  * limit and reopening them), and each file gets its metadata after its last chunk.
  */
 import test from 'ava';
-import { readFile, writeFile, utimes, chmod, rm, truncate, open as openFile } from 'node:fs/promises';
+import { readFile, writeFile, utimes, chmod, chown, lstat, mkdir, rm, truncate, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
 import { restoreFiles } from '../../../engine/restore/files-restore.js';
@@ -13,7 +13,7 @@ import { restoreImage } from '../../../engine/restore/image-restore.js';
 import { IntegrityError } from '../../../engine/errors.js';
 import { readTree } from '../../../engine/repo/tree.js';
 import { systemClock } from '../../../engine/runtime/clock.js';
-import { assertSameTree, bytes, reopen, setup, snapshot } from './fixtures.js';
+import { assertSameTree, bytes, isRoot, reopen, setup, snapshot } from './fixtures.js';
 
 const KiB = 1024;
 /** Small chunks and packs, so 40 KiB files have several chunks and one backup many packs. */
@@ -107,4 +107,27 @@ test('a missing or truncated pack fails a file restore and an image restore nami
   const imgLoc = r2.index.get(list.subarray(k * 32, k * 32 + 32).toString('hex'))!;
   await rm(packPath(imgLoc.pack), { force: true });
   await t.throwsAsync(restoreImage(await reopen(repo), ip, join(dir, 'out.img'), {}), { instanceOf: IntegrityError, message: new RegExp(`pack ${imgLoc.pack.slice(0, 12)} is missing: disk disk.img bytes \\d+-\\d+ cannot be restored`) });
+});
+
+test('files restored under a setgid folder keep their recorded group, not the inherited one', async (t) => {
+  if (!isRoot) {
+    t.log('needs root (to give the folder another group)');
+    t.pass();
+    return;
+  }
+  const { dir, repo, src } = await setup(t, config);
+  await writeFile(join(src, 'small.txt'), 'one chunk');
+  await writeFile(join(src, 'big.bin'), bytes(120 * KiB, 4));
+  const p = await backupFolder(repo, src, { name: 'g', clock: systemClock });
+  const parent = join(dir, 'shared');
+  await mkdir(parent);
+  await chown(parent, 0, 4242);
+  await chmod(parent, 0o2775); // new folders and files below take group 4242
+  const dest = join(parent, 'out');
+  await restoreFiles(await reopen(repo), p, dest, {});
+  for (const f of ['small.txt', 'big.bin']) {
+    const st = await lstat(join(dest, f));
+    t.is(st.gid, process.getegid!(), `${f} keeps the group it was backed up with`);
+  }
+  t.is((await lstat(dest)).gid, 4242, 'the new root itself did inherit the group (so the check is real)');
 });
