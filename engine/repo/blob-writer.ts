@@ -57,19 +57,7 @@ export class BlobWriter {
    * of `raw` (it may be handed to a worker thread): do not use it afterwards.
    */
   async putHashed(hash: string, raw: Buffer): Promise<void> {
-    this.throwIfFailed();
-    if (this.index.has(hash)) {
-      this.stats.blobsReused++;
-      return;
-    }
-    const pending = this.inFlight.get(hash);
-    if (pending) {
-      this.stats.blobsReused++;
-      return pending;
-    }
-    const p = this.store(hash, raw);
-    this.inFlight.set(hash, p);
-    return p;
+    return this.dedup(hash, () => this.store(hash, raw));
   }
 
   /**
@@ -79,17 +67,22 @@ export class BlobWriter {
    * kept, not copied, until its pack is sealed.
    */
   async putEncoded(hash: string, rawLength: number, data: Buffer, codec: number): Promise<void> {
+    return this.dedup(hash, () => this.append(hash, data, rawLength, codec));
+  }
+
+  /** Run `store` unless the repository has the blob or this session is storing it already. */
+  private dedup(hash: string, store: () => Promise<void>): Promise<void> {
     this.throwIfFailed();
     if (this.index.has(hash)) {
       this.stats.blobsReused++;
-      return;
+      return Promise.resolve();
     }
     const pending = this.inFlight.get(hash);
     if (pending) {
       this.stats.blobsReused++;
       return pending;
     }
-    const p = this.append(hash, data, rawLength, codec);
+    const p = store();
     this.inFlight.set(hash, p);
     return p;
   }
