@@ -43,6 +43,8 @@ export interface TargetDriver {
    * it themselves (check --read-data) instead of receiving its bytes from the main thread.
    */
   localPath?(key: string): string;
+  /** With localPath: the error to report when another thread failed to read that file (`e` carries the errno `code`). */
+  readError?(key: string, e: unknown): Error;
   /** Free space on the volume, when the target can tell (the free-space guard uses it). */
   freeBytes?(): Promise<number>;
 }

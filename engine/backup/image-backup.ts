@@ -10,10 +10,10 @@ import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, hashOwned } from '../repo/index.js';
 import type { DiskSource, Extent } from '../hosts/types.js';
 import type { ProgressFn } from '../progress.js';
 import { runBounded } from '../runtime/concurrency.js';
-import { InterruptedError } from '../errors.js';
+import { InterruptedError, SourceError } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
 import { openImageSource } from '../hosts/local/image-source.js';
-import { codecPool } from '../repo/codec-pool.js';
+import { codecPool, WorkerReadError } from '../repo/codec-pool.js';
 import type { ChunkToRead } from '../repo/chunk-read.js';
 import { resolve } from 'node:path';
 
@@ -173,7 +173,10 @@ class ChunkReader {
         }
         b.resolve({ zero: false, hash: r.hash, stored });
       });
-    }, (e: unknown) => batch.forEach((b) => b.reject(e)));
+    }, (e: unknown) => {
+      const err = e instanceof WorkerReadError ? new SourceError(this.path, e.message, { cause: e }) : e;
+      batch.forEach((b) => b.reject(err));
+    });
   }
 }
 

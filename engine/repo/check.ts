@@ -111,9 +111,12 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
 
 async function readPack(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {
   const refs = entries.map(([hash, l]) => ({ offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash }));
-  const local = repo.target.localPath?.(Keys.pack(pack));
+  const key = Keys.pack(pack);
+  const local = repo.target.localPath?.(key);
   if (local) {
-    const { results, wholeHash, file } = await codecPool().verifyFile(local, refs);
+    const { results, wholeHash, file } = await codecPool().verifyFile(local, refs).catch((e: unknown) => {
+      throw repo.readFailure(key, e);
+    });
     if (file.missing) {
       for (const [h] of entries) bad.add(h);
       return 0;

@@ -75,7 +75,7 @@ export interface PackFileRead {
 export type CodecReply =
   | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[];
     blobs?: (EncodedBlob | { error: SourceFsError })[]; nextPos?: number; eof?: boolean; fsError?: SourceFsError }
-  | { id: number; ok: false; error: string };
+  | { id: number; ok: false; error: string; code?: string };
 
 export class CodecPool {
   private readonly pool: WorkerPool<CodecReply>;
@@ -130,7 +130,8 @@ export class CodecPool {
    */
   async verifyFile(path: string, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; wholeHash: string; file: PackFileRead }> {
     const r = await this.pool.request({ op: 'verify-file', path, blobs }, []);
-    if (!r.ok || !r.file) throw new Error(r.ok ? 'no results' : r.error);
+    if (!r.ok) throw failure(r);
+    if (!r.file) throw new Error('no results');
     return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), wholeHash: r.hash ?? '', file: r.file };
   }
 
@@ -170,7 +171,7 @@ export class CodecPool {
    */
   async decodeAndWriteFromFile(file: { path: string; offset: number; length: number }, blobs: (StoredRef & { at: number[] })[], fd: number, limit: number): Promise<{ results: DecodedBlob[]; written: number; missing: boolean }> {
     const r = await this.pool.request({ op: 'decode-write', file, offset: 0, length: 0, blobs, fd, limit }, []);
-    if (!r.ok) throw new Error(r.error);
+    if (!r.ok) throw failure(r);
     return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0, missing: !!r.file?.missing };
   }
 
@@ -180,7 +181,8 @@ export class CodecPool {
    */
   async readChunks(req: ReadChunksRequest): Promise<{ results: ChunkResult[]; data: Buffer }> {
     const r = await this.pool.request({ op: 'read-chunks', ...req }, []);
-    if (!r.ok || !r.chunks) throw new Error(r.ok ? 'no results' : r.error);
+    if (!r.ok) throw failure(r);
+    if (!r.chunks) throw new Error('no results');
     return { results: r.chunks, data: this.received(r.data) };
   }
 
@@ -252,6 +254,17 @@ export class CodecPool {
     this.pacer.moved(owned.byteLength);
     return this.pool.request({ ...req, data: owned.buffer, offset: owned.byteOffset, length: owned.byteLength }, [owned.buffer as ArrayBuffer]);
   }
+}
+
+/** A file a worker read itself (a pack, a source image) could not be read; `code` is the errno. */
+export class WorkerReadError extends Error {
+  constructor(message: string, readonly code?: string) {
+    super(message);
+  }
+}
+
+function failure(r: { error: string; code?: string }): Error {
+  return new WorkerReadError(r.error, r.code);
 }
 
 /** True when the buffer is the whole of its ArrayBuffer (so it can be transferred). */

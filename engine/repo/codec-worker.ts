@@ -50,6 +50,11 @@ function readInto(path: string, offset = 0, length?: number): Buffer | undefined
   }
 }
 
+/** A file this worker reads itself failed: the caller names it (a source or a target) and says what to do. */
+function readFailure(id: number, e: unknown): CodecReply {
+  return { id, ok: false, error: (e as Error).message, code: (e as NodeJS.ErrnoException).code };
+}
+
 function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
@@ -57,7 +62,7 @@ function handle(req: CodecRequest): CodecReply {
       pacer.moved(r.data.byteLength); // the shared reply: its memory goes once both threads drop it
       return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results };
     } catch (e) {
-      return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
+      return readFailure(req.id, e);
     }
   }
   if (req.op === 'encode-files') {
@@ -77,7 +82,7 @@ function handle(req: CodecRequest): CodecReply {
       try {
         data = readInto(req.file.path, req.file.offset, req.file.length);
       } catch (e) {
-        return { id: req.id, ok: false, error: `cannot read ${req.file.path}: ${(e as Error).message}` };
+        return readFailure(req.id, e);
       }
       if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
     } else {
@@ -112,7 +117,7 @@ function handle(req: CodecRequest): CodecReply {
     try {
       data = readInto(req.path);
     } catch (e) {
-      return { id: req.id, ok: false, error: `cannot read ${req.path}: ${(e as Error).message}` };
+      return readFailure(req.id, e);
     }
     if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
     let headerOk = true;

@@ -9,6 +9,7 @@ import { BlobIndex, decodeIndexFile } from './index-store.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
 import { decodeVerifiedSync } from './codec-sync.js';
+import { WorkerReadError } from './codec-pool.js';
 import { acquireLock, type Lock, type LockKind, type LockWait } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
@@ -156,6 +157,11 @@ export class Repository {
     } catch (e) {
       throw new IntegrityError(`blob ${hash.slice(0, 12)} in pack ${pack.slice(0, 12)} ${(e as Error).message} (damaged pack)`, { cause: e });
     }
+  }
+
+  /** A worker's failed read of the object `key` (WorkerReadError), as the target reports its own read failures. */
+  readFailure(key: string, e: unknown): unknown {
+    return e instanceof WorkerReadError ? (this.target.readError?.(key, e) ?? e) : e;
   }
 
   /** Write the point manifest: the commit of a backup. Must come after BlobWriter.finish(). */

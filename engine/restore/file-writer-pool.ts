@@ -14,7 +14,7 @@
  * from the main thread, ~5–6 s with whole-file writers.
  */
 import { WorkerPool } from '../runtime/worker-pool.js';
-import { ownsMemory } from '../repo/codec-pool.js';
+import { ownsMemory, WorkerReadError } from '../repo/codec-pool.js';
 import { availableParallelism } from 'node:os';
 import { IntegrityError } from '../errors.js';
 
@@ -71,6 +71,7 @@ export type WriteReply =
   | { id: number; ok: true; bytes: number }
   | { id: number; ok: false; kind: 'integrity'; hash: string; message: string }
   | { id: number; ok: false; kind: 'pack'; message: string }
+  | { id: number; ok: false; kind: 'read'; message: string; code?: string }
   | { id: number; ok: false; kind: 'fs'; path: string; message: string; code?: string };
 
 export class FileWriters {
@@ -95,6 +96,7 @@ export class FileWriters {
   async writeFromFile(pack: string, path: string, offset: number, length: number, blobs: BatchBlob[]): Promise<number> {
     const r = await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []);
     if (!r.ok && r.kind === 'pack') throw new IntegrityError(`pack ${pack.slice(0, 12)} ${r.message}`);
+    if (!r.ok && r.kind === 'read') throw new WorkerReadError(r.message, r.code);
     return this.settle(r);
   }
 
@@ -104,7 +106,7 @@ export class FileWriters {
 
   private settle(r: WriteReply): number {
     if (r.ok) return r.bytes;
-    if (r.kind === 'pack') throw new IntegrityError(r.message);
+    if (r.kind === 'pack' || r.kind === 'read') throw new IntegrityError(r.message);
     if (r.kind === 'integrity') {
       throw new IntegrityError(`blob ${r.hash.slice(0, 12)} in pack ${this.pack(r.hash).slice(0, 12)} ${r.message} (damaged pack)`);
     }

@@ -49,13 +49,16 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
 /** One buffer per worker for ranges it reads itself, grown to the largest range seen. */
 let rangeBuffer = Buffer.allocUnsafeSlow(0);
 
-/** `length` bytes at `offset` of a pack file into rangeBuffer, or why not. */
-function readRange(path: string, offset: number, length: number): Buffer | string {
+/**
+ * `length` bytes at `offset` of a pack file into rangeBuffer; or why not: damage (missing,
+ * truncated) as a message, a failed read (the volume) as the error itself.
+ */
+function readRange(path: string, offset: number, length: number): Buffer | string | NodeJS.ErrnoException {
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `cannot be read: ${(e as Error).message}`;
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : (e as NodeJS.ErrnoException);
   }
   try {
     if (rangeBuffer.length < length) rangeBuffer = Buffer.allocUnsafeSlow(length);
@@ -67,7 +70,7 @@ function readRange(path: string, offset: number, length: number): Buffer | strin
     }
     return rangeBuffer.subarray(0, length);
   } catch (e) {
-    return `cannot be read: ${(e as Error).message}`;
+    return e as NodeJS.ErrnoException;
   } finally {
     closeSync(fd);
   }
@@ -78,6 +81,7 @@ function handle(req: WriteBatch): WriteReply {
   if (req.file) {
     const r = readRange(req.file.path, req.file.offset, req.length);
     if (typeof r === 'string') return { id: req.id, ok: false, kind: 'pack', message: r };
+    if (!Buffer.isBuffer(r)) return { id: req.id, ok: false, kind: 'read', message: r.message, code: r.code };
     data = r;
   } else {
     data = Buffer.from(req.data as ArrayBuffer, req.base, req.length);

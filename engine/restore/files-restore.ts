@@ -30,7 +30,7 @@ import { Keys } from '../repo/format.js';
 import { FileWriters, type BatchBlob } from './file-writer-pool.js';
 import { destPath, makeDir, makeRoot, scanDestination, type DestScan } from './safe-path.js';
 import { archiveFormat, restoreArchive } from './archive-restore.js';
-import { GcPacer } from '../runtime/gc.js';
+import { collectGarbage } from '../runtime/gc.js';
 
 export interface RestoreFilesOptions {
   /** Paths relative to the backed-up folder (a leading '/' is fine); a folder brings its subtree. */
@@ -130,7 +130,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
 
   // The plan's garbage (tree JSON, decoded blobs) goes before the writer threads start: the
   // main thread's heap at the peak of the 30k-file bench restore went 70 -> 59 MiB.
-  new GcPacer(1).moved(1);
+  collectGarbage();
 
   // Phase 4: folders, then content.
   if (!st) root = await makeRoot(dest);
@@ -185,8 +185,11 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
       let bytes: number;
       try {
         // A local pack is read by the writer thread itself (nothing on this thread's heap).
+        const key = Keys.pack(range.pack);
         bytes = localPath
-          ? await writers!.writeFromFile(range.pack, localPath(Keys.pack(range.pack)), range.start, range.length, batch)
+          ? await writers!.writeFromFile(range.pack, localPath(key), range.start, range.length, batch).catch((e: unknown) => {
+            throw repo.readFailure(key, e);
+          })
           : await writers!.write(await readRange(repo, range), batch);
       } finally {
         for (const f of parts) f.busy--;

@@ -8,7 +8,7 @@ import type { Repository, DiskRecord, Point, BlobLocation } from '../repo/index.
 import { HASH_BYTES, Keys, LIST_ENTRIES_PER_BLOB } from '../repo/index.js';
 import { fsp, constants, type FileHandle } from '../runtime/fs.js';
 import { runBounded } from '../runtime/concurrency.js';
-import { GcPacer } from '../runtime/gc.js';
+import { collectGarbage } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
@@ -67,8 +67,6 @@ const PACK_RUNS_IN_FLIGHT = 4;
  * planning it at once made the 8 GiB bench image peak 16 MiB above the 2 GiB one.
  */
 const PLAN_WINDOW_CHUNKS = 4096;
-/** A full collection after each window's plan (~1 ms): left to V8, old plans piled up on long restores. */
-const planGc = new GcPacer(1);
 /** Blobs closer than this in one pack are fetched with one read. */
 const MAX_GAP_BYTES = 1024 * 1024;
 /** Bounds one read (and the memory of one run in flight): 4 MiB stored is ~7 MiB raw. */
@@ -117,7 +115,8 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
         });
         await runBounded(jobs, PACK_RUNS_IN_FLIGHT, opts.signal);
         if (opts.signal?.aborted) throw new InterruptedError();
-        planGc.moved(window.length); // the window's plan is garbage now
+        // A full collection (~1 ms) per window: left to V8, old plans piled up on long restores.
+        collectGarbage();
       }
     }
   } catch (e) {
@@ -179,10 +178,14 @@ async function fetchAndWrite(repo: Repository, disk: DiskRecord, fh: FileHandle,
     at: w.chunks.map((c) => c * disk.chunkBytes),
   }));
   const missing = () => new IntegrityError(`pack ${first.loc.pack.slice(0, 12)} is missing: disk ${disk.name} bytes ${rangeOf(disk, first.chunks[0] ?? 0)} cannot be restored`);
-  const local = repo.target.localPath?.(Keys.pack(first.loc.pack));
+  const key = Keys.pack(first.loc.pack);
+  const local = repo.target.localPath?.(key);
   if (local) {
     // The worker reads the range itself into a buffer it keeps: nothing per run for the GC.
-    const r = await codecPool().decodeAndWriteFromFile({ path: local, offset: start, length: last.loc.offset + last.loc.length - start }, blobs, fh.fd, disk.sizeBytes);
+    const r = await codecPool().decodeAndWriteFromFile({ path: local, offset: start, length: last.loc.offset + last.loc.length - start }, blobs, fh.fd, disk.sizeBytes)
+      .catch((e: unknown) => {
+        throw repo.readFailure(key, e);
+      });
     if (r.missing) throw missing();
     return judgeRun(disk, run, r);
   }

@@ -19,6 +19,11 @@ function collector(): () => void {
   return gc;
 }
 
+/** A full collection now (a phase's garbage is done with). */
+export function collectGarbage(): void {
+  collector()();
+}
+
 /** Counts bytes moved and collects garbage every `everyBytes`. */
 export class GcPacer {
   private since = 0;
@@ -28,6 +33,6 @@ export class GcPacer {
     this.since += bytes;
     if (this.since < this.everyBytes) return;
     this.since = 0;
-    collector()();
+    collectGarbage();
   }
 }

@@ -169,6 +169,10 @@ export class LocalTarget implements TargetDriver {
     return this.path(key);
   }
 
+  readError(key: string, e: unknown): Error {
+    return this.wrap(e, `reading ${key}`);
+  }
+
   private path(key: string): string {
     return key ? join(this.location, key) : this.location;
   }
