@@ -4,7 +4,7 @@
  * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readSync, writeFullSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
 import { decodeVerifiedSync } from '../repo/codec-sync.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
@@ -30,7 +30,7 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
   }
   const fd = openSync(f.path, CREATE, f.modeByCreate ? f.mode : 0o600);
   try {
-    for (let done = 0; done < raw.length;) done += writeSync(fd, raw, done, raw.length - done, done);
+    writeFullSync(fd, raw, 0, raw.length, 0);
     if (!f.ownerByCreate) {
       try {
         fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid

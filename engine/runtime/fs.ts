@@ -2,7 +2,7 @@
  * The engine's only door to the local filesystem (lint-style rule from STYLE.md: engine code
  * imports fs from here), plus the few helpers writers need.
  */
-import { promises as fsp, constants } from 'node:fs';
+import { promises as fsp, constants, writeSync } from 'node:fs';
 
 export { fsp, constants };
 
@@ -14,6 +14,24 @@ export { fsp, constants };
 export const SOURCE_OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 export type { FileHandle } from 'node:fs/promises';
 export type { Stats, BigIntStats, Dirent } from 'node:fs';
+
+/**
+ * The most one write system call carries. Measured on this project's 2-vCPU VMs (Linux 6.18,
+ * ext4): writing 737 MiB to a new file took 0.11 s of system time in 1 MiB writes (and in
+ * 256 or 512 KiB ones) but 0.5–2.2 s in 2, 4, 8 or 16 MiB writes (`dd bs=…`), and 16 MiB
+ * pack writes were 1.75 s of a 9.5 s CPU profile of an image backup. The page cache takes a
+ * folio as large as the write, and large fresh folios are slow to fill on those VMs (free
+ * page reporting hands freed 2 MiB blocks back to the host). Smaller writes cost nothing
+ * measurable anywhere.
+ */
+export const WRITE_PIECE_BYTES = 1 << 20;
+
+/** Write `length` bytes of `buf` from `offset` at file position `position`, in pieces of at most WRITE_PIECE_BYTES. */
+export function writeFullSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): void {
+  for (let done = 0; done < length;) {
+    done += writeSync(fd, buf, offset + done, Math.min(length - done, WRITE_PIECE_BYTES), position + done);
+  }
+}
 
 /** fsync a directory so a rename inside it survives a crash. */
 export async function fsyncDir(dir: string): Promise<void> {

@@ -3,7 +3,7 @@
  * chunks of large files both go into files that were sized first (ftruncate), so skipping
  * zero blocks gives the same bytes on read and keeps sparse data sparse on disk.
  */
-import { writeSync } from './fs.js';
+import { writeFullSync } from './fs.js';
 
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
@@ -29,7 +29,7 @@ export function writeNonZeroSync(fd: number, raw: Buffer, base: number, limit: n
   let written = 0;
   for (const [s0, e0] of spans) {
     const e = Math.min(e0, limit - base);
-    for (let done = s0; done < e;) done += writeSync(fd, raw, done, e - done, base + done);
+    if (e > s0) writeFullSync(fd, raw, s0, e - s0, base + s0);
     if (e > s0) written += e - s0;
   }
   return written;

@@ -8,7 +8,7 @@ import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type BlobInfo, type ByteRange, type TargetDriver, type TargetFactory } from '../types.js';
 import { TargetFullError, TargetIoError, errnoCode } from '../../engine/errors.js';
-import { fsyncDir } from '../../engine/runtime/fs.js';
+import { WRITE_PIECE_BYTES, fsyncDir } from '../../engine/runtime/fs.js';
 
 export interface LocalTargetConfig {
   path: string;
@@ -196,12 +196,28 @@ export class LocalTarget implements TargetDriver {
   }
 }
 
-/** writev in batches (IOV_MAX is 1024), continuing after short writes. */
+/**
+ * writev in batches of at most WRITE_PIECE_BYTES (and IOV_MAX 1024 parts), continuing after
+ * short writes. Larger writes are much slower on some kernels (see WRITE_PIECE_BYTES).
+ */
 async function writeAll(h: FileHandle, parts: readonly Uint8Array[]): Promise<void> {
-  for (let i = 0; i < parts.length; i += 512) {
-    const batch = parts.slice(i, i + 512);
-    const total = batch.reduce((a, b) => a + b.byteLength, 0);
-    const { bytesWritten } = await h.writev(batch as Uint8Array[]);
-    if (bytesWritten < total) await h.writeFile(Buffer.concat(batch).subarray(bytesWritten));
+  let batch: Uint8Array[] = [];
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    const { bytesWritten } = await h.writev(batch);
+    // After a short write, the rest from the current position (writeFile loops until done).
+    if (bytesWritten < bytes) await h.writeFile(Buffer.concat(batch).subarray(bytesWritten));
+    batch = [];
+    bytes = 0;
+  };
+  for (const part of parts) {
+    for (let at = 0; at < part.byteLength;) {
+      const n = Math.min(part.byteLength - at, WRITE_PIECE_BYTES - bytes);
+      batch.push(at === 0 && n === part.byteLength ? part : part.subarray(at, at + n));
+      bytes += n;
+      at += n;
+      if (bytes === WRITE_PIECE_BYTES || batch.length === 1024) await flush();
+    }
   }
+  if (bytes > 0) await flush();
 }
