@@ -16,13 +16,13 @@ export type { FileHandle } from 'node:fs/promises';
 export type { Stats, BigIntStats, Dirent } from 'node:fs';
 
 /**
- * The most one write system call carries. Measured on this project's 2-vCPU VMs (Linux 6.18,
- * ext4): writing 737 MiB to a new file took 0.11 s of system time in 1 MiB writes (and in
- * 256 or 512 KiB ones) but 0.5–2.2 s in 2, 4, 8 or 16 MiB writes (`dd bs=…`), and 16 MiB
- * pack writes were 1.75 s of a 9.5 s CPU profile of an image backup. The page cache takes a
- * folio as large as the write, and large fresh folios are slow to fill on those VMs (free
- * page reporting hands freed 2 MiB blocks back to the host). Smaller writes cost nothing
- * measurable anywhere.
+ * The most one write system call carries. On this project's 2-vCPU VMs (Linux 6.18, ext4 with
+ * large folios, free page reporting to the host) filling fresh page-cache pages is what a big
+ * write costs, and it depends on the state of free memory: writing 737 MiB to a new file took
+ * 0.11 s of system time in 1 MiB writes and 0.5–2.2 s in 2, 4, 8 or 16 MiB writes in one state,
+ * 0.11 vs 0.20 s in another, and ~1 s for every size in a third (`dd bs=…`). 1 MiB pieces were
+ * never slower. An image backup that wrote its 16 MiB packs in one writev spent 1.2 s more
+ * system time than with 1 MiB pieces (2.7–3.0 vs 1.5 s, wall 4.6–4.9 vs 4.0–4.5 s).
  */
 export const WRITE_PIECE_BYTES = 1 << 20;
 
