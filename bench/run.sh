@@ -32,11 +32,24 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 #    in one interleaved run every tool but the first restored its tree while the kernel
 #    scanned past those inodes (`cp -a` of the tree: 4.4 s settled, 16.5 s right after such a
 #    delete). `sync` + SETTLE seconds (default 70) before each tool gives all the same start.
+#    The same for free memory: on this VM, writing into fresh page-cache pages costs 0.1 to
+#    2 s of system time per 737 MiB depending on the state of free memory (free page
+#    reporting hands freed memory back to the host; see WRITE_PIECE_BYTES in
+#    engine/runtime/fs.ts), and every tool writes ~700 MiB per backup. So, when run as root,
+#    the page cache is dropped before each tool and the dataset read back in (warm cache).
 TOOL_LIST=${TOOLS:-"restic borg-lz4 borg-zstd3 drctl"}
+same_memory_state() {
+  [ -w /proc/sys/vm/drop_caches ] || return 0
+  sync
+  echo 1 > /proc/sys/vm/drop_caches
+  cat "$DATA/disk.img" "$DATA/disk.gen2.img" > /dev/null
+  find "$DATA/tree" "$DATA/tree.gen2" -type f -exec cat {} + > /dev/null
+}
 mkdir -p "$WORK/peers"
 first=1
 for tool in $TOOL_LIST; do
   sync; sleep "${SETTLE:-70}"
+  same_memory_state
   REPS=${REPS:-1} TOOLS=$tool ADAPTERS="$HERE/drctl-adapter.sh" "$SHARED/peers.sh" "$DATA" "$WORK/peers-$tool" >&2
   if [ $first = 1 ]; then
     cp "$WORK/peers-$tool/results.tsv" "$WORK/peers/results.tsv"

@@ -56,6 +56,15 @@ export function compressSync(data: Buffer, level: number): { data: Buffer; codec
   return { data, codec: 0 };
 }
 
+/** Bytes of the reusable decode buffer (threads that keep few objects collect garbage when it grows). */
+export function decodeScratchBytes(): number {
+  return scratch.length;
+}
+
+export function nextPowerOfTwo(n: number): number {
+  return n <= 1 ? 1 : 2 ** Math.ceil(Math.log2(n));
+}
+
 /**
  * The raw bytes of a stored blob, or the reason it is damaged. With `reuse`, the result is a
  * view into a scratch buffer that the next call overwrites: use it before calling again.
@@ -66,7 +75,7 @@ export function decodeVerifiedSync(stored: Buffer, codec: number, rawLength: num
     if (codec === 1) {
       const size = binding.getFrameContentSize(stored);
       if (size === null || size !== rawLength) return 'does not match its recorded length';
-      if (reuse && scratch.length < size) scratch = Buffer.allocUnsafeSlow(size);
+      if (reuse && scratch.length < size) scratch = Buffer.allocUnsafeSlow(nextPowerOfTwo(size)); // few growths, each leaves garbage
       const dst = reuse ? scratch.subarray(0, size) : Buffer.allocUnsafeSlow(size);
       if (dctx.decompress(dst, stored) !== size) return 'does not match its recorded length';
       raw = dst;

@@ -5,8 +5,8 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { constants, openSync, readSync, writeFullSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
-import { decodeVerifiedSync } from '../repo/codec-sync.js';
-import { GcPacer } from '../runtime/gc.js';
+import { decodeScratchBytes, decodeVerifiedSync, nextPowerOfTwo } from '../repo/codec-sync.js';
+import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { WholeFile, WriteBatch, WriteReply } from './file-writer-pool.js';
 
@@ -61,7 +61,7 @@ function readRange(path: string, offset: number, length: number): Buffer | strin
     return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : (e as NodeJS.ErrnoException);
   }
   try {
-    if (rangeBuffer.length < length) rangeBuffer = Buffer.allocUnsafeSlow(length);
+    if (rangeBuffer.length < length) rangeBuffer = Buffer.allocUnsafeSlow(nextPowerOfTwo(length));
     let n = 0;
     while (n < length) {
       const got = readSync(fd, rangeBuffer, n, length - n, offset + n);
@@ -118,5 +118,9 @@ const pacer = new GcPacer();
 
 parentPort?.on('message', (req: WriteBatch) => {
   if (req.data) pacer.moved(req.length);
+  const buffers = rangeBuffer.length + decodeScratchBytes();
   parentPort?.postMessage(handle(req));
+  // A buffer that grew left the old one as garbage, which this thread (a few objects per
+  // batch) would keep for a long time. Bench tree restore: peak RSS 195–202 -> 174–182 MiB.
+  if (rangeBuffer.length + decodeScratchBytes() !== buffers) collectGarbage();
 });
