@@ -116,17 +116,26 @@ export async function storeChunkedFile(writer: BlobWriter, abs: string, cdc: Cdc
       const w = await next;
       next = undefined;
       if ('error' in w) throw new ItemSkipped(describeFsError(w.error));
-      if (signal?.aborted) throw new InterruptedError();
-      if (!w.eof) next = encode(w.nextPos);
-      for (const c of w.chunks) {
-        hashes.push(c.hash);
-        bytes += c.rawLength;
+      try {
+        if (signal?.aborted) throw new InterruptedError();
+        if (!w.eof) next = encode(w.nextPos);
+        for (const c of w.chunks) {
+          hashes.push(c.hash);
+          bytes += c.rawLength;
+        }
+        const appended = await Promise.allSettled(w.chunks.map((c) => writer.putEncoded(c.hash, c.rawLength, c.data, c.codec)));
+        const failed = appended.find((a) => a.status === 'rejected');
+        if (failed) throw failed.reason;
+      } finally {
+        // Every append has settled (or none began): the reply's buffer can go back to its worker.
+        for (const c of w.chunks) c.done();
       }
-      await Promise.all(w.chunks.map((c) => writer.putEncoded(c.hash, c.rawLength, c.data, c.codec)));
     }
   } finally {
     // A worker may still be reading this fd: closing it first could let it read another file.
-    await next?.catch(() => undefined);
+    await next?.then((w) => {
+      if (!('error' in w)) for (const c of w.chunks) c.done();
+    }, () => undefined);
     await h.close();
   }
   return { hashes, bytes };
@@ -151,9 +160,13 @@ export class SmallFileEncoder {
     try {
       const r = await this.encode(abs, size);
       if ('error' in r) throw new ItemSkipped(describeFsError(r.error));
-      if (r.rawLength === 0) return { hashes: [], bytes: 0 };
-      await writer.putEncoded(r.hash, r.rawLength, r.data, r.codec);
-      return { hashes: [r.hash], bytes: r.rawLength };
+      try {
+        if (r.rawLength === 0) return { hashes: [], bytes: 0 };
+        await writer.putEncoded(r.hash, r.rawLength, r.data, r.codec);
+        return { hashes: [r.hash], bytes: r.rawLength };
+      } finally {
+        r.done(); // in the pack, or not needed
+      }
     } finally {
       this.budget.release(held);
     }

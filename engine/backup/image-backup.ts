@@ -13,7 +13,7 @@ import { runBounded } from '../runtime/concurrency.js';
 import { InterruptedError, SourceError } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
 import { openImageSource } from '../hosts/local/image-source.js';
-import { codecPool, WorkerReadError } from '../repo/codec-pool.js';
+import { codecPool, countdown, once, WorkerReadError } from '../repo/codec-pool.js';
 import type { ChunkToRead } from '../repo/chunk-read.js';
 import { resolve } from 'node:path';
 
@@ -87,7 +87,11 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
             readBytes += pieces.reduce((a, p) => a + p.length, 0);
             if (!r.zero) {
               entries.write(r.hash, slot, 'hex');
-              await writer.putEncoded(r.hash, len, r.stored?.data ?? EMPTY, r.stored?.codec ?? 0);
+              try {
+                await writer.putEncoded(r.hash, len, r.stored?.data ?? EMPTY, r.stored?.codec ?? 0);
+              } finally {
+                r.stored?.done(); // copied into the pack, or not needed
+              }
             }
             doneBytes += len;
             opts.onProgress?.({ phase: 'backup', doneBytes, totalBytes: src.sizeBytes, item: src.name });
@@ -127,7 +131,8 @@ const EMPTY = Buffer.alloc(0);
 interface ChunkRead {
   zero: boolean;
   hash: string;
-  stored?: { data: Buffer; codec: number };
+  /** Stored bytes in a buffer lent by a worker: call done() once they are in a pack or dropped. */
+  stored?: { data: Buffer; codec: number; done: () => void };
 }
 
 /**
@@ -161,14 +166,16 @@ class ChunkReader {
   private flush(compress: boolean): void {
     const batch = this.queues.get(compress)!.splice(0);
     if (batch.length === 0) return;
-    codecPool().readChunks({ path: this.path, chunks: batch.map((b) => b.chunk), compress, level: this.level }).then(({ results, data }) => {
+    codecPool().readChunks({ path: this.path, chunks: batch.map((b) => b.chunk), compress, level: this.level }).then(({ results, data, release }) => {
+      // The buffer goes back to its worker when every chunk stored in it is done with.
+      const done = countdown(results.filter((r) => !r.zero && r.stored).length, release);
       let at = 0;
       batch.forEach((b, k) => {
         const r = results[k]!;
         if (r.zero) return b.resolve({ zero: true, hash: '' });
         let stored: ChunkRead['stored'];
         if (r.stored) {
-          stored = { data: data.subarray(at, at + r.stored[0]), codec: r.stored[1] };
+          stored = { data: data.subarray(at, at + r.stored[0]), codec: r.stored[1], done: once(done) };
           at += r.stored[0];
         }
         b.resolve({ zero: false, hash: r.hash, stored });

@@ -7,6 +7,7 @@
 import { Keys, type RepoConfig } from './format.js';
 import { encode, hashOwned } from './codec.js';
 import { packTail, type BlobEntry } from './pack.js';
+import { PackBuffer, SegmentPool } from './pack-buffer.js';
 import { codecPool } from './codec-pool.js';
 import { encodeIndexFile, type BlobIndex } from './index-store.js';
 import type { TargetDriver } from '../../targets/types.js';
@@ -27,9 +28,9 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 
 export class BlobWriter {
   readonly stats: WriteStats = { blobsNew: 0, blobsReused: 0, rawBytesNew: 0, storedBytesNew: 0, packsWritten: 0 };
-  private parts: Buffer[] = [];
+  private readonly segments = new SegmentPool();
+  private pack = new PackBuffer(this.segments);
   private entries: BlobEntry[] = [];
-  private packBytes = 0;
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly uploads = new Set<Promise<void>>();
   private readonly written: { id: string; blobs: BlobEntry[] }[] = [];
@@ -64,7 +65,7 @@ export class BlobWriter {
    * Store a blob a worker already hashed and compressed (file-level backup), unless the
    * repository already has it; the same dedup as putHashed, so identical content seen twice
    * (even in one batch) is stored once. `data` may be a view into a larger buffer; it is
-   * kept, not copied, until its pack is sealed.
+   * copied into the pack, so once the returned promise settles the caller may reuse it.
    */
   async putEncoded(hash: string, rawLength: number, data: Buffer, codec: number): Promise<void> {
     return this.dedup(hash, () => this.append(hash, data, rawLength, codec));
@@ -111,13 +112,12 @@ export class BlobWriter {
   /** Add stored bytes to the current pack once there is room; seal it when full. */
   private async append(hash: string, data: Buffer, rawLength: number, codec: number): Promise<void> {
     await this.room();
-    this.entries.push([hash, this.packBytes, data.length, rawLength, codec]);
-    this.parts.push(data);
-    this.packBytes += data.length;
+    this.entries.push([hash, this.pack.bytes, data.length, rawLength, codec]);
+    this.pack.append(data);
     this.stats.blobsNew++;
     this.stats.rawBytesNew += rawLength;
     this.stats.storedBytesNew += data.length;
-    if (this.packBytes >= this.config.packTargetBytes) await this.seal();
+    if (this.pack.bytes >= this.config.packTargetBytes) await this.seal();
   }
 
   /**
@@ -169,16 +169,15 @@ export class BlobWriter {
 
   private async sealCurrent(): Promise<void> {
     if (this.entries.length === 0) return;
-    const parts = this.parts;
+    const { parts, segments } = this.pack.take();
     const entries = this.entries;
-    this.parts = [];
     this.entries = [];
-    this.packBytes = 0;
     while (this.uploads.size >= MAX_PACKS_IN_FLIGHT) await Promise.race(this.uploads);
     this.throwIfFailed();
     const upload = (async () => {
       const { hash: id, parts: pack } = await codecPool().hashParts([...parts, packTail(entries)]);
       await this.target.put(Keys.pack(id), pack);
+      this.segments.give(segments); // not after a failure: a write may still be reading them
       this.written.push({ id, blobs: entries });
       this.stats.packsWritten++;
       // From now on the in-memory index answers for these blobs; the index *file* that makes

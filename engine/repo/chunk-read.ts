@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { openSync, readSync, closeSync } from '../runtime/fs.js';
-import { encodeBlob, takeEncoded } from './codec-files.js';
+import { encodeBlob, lendEncoded, type Lease } from './codec-files.js';
 
 /** One chunk: its length and where its data pieces are in the file (`at` = offset in the chunk). */
 export interface ChunkToRead {
@@ -29,11 +29,11 @@ export type ChunkResult = { zero: true } | { zero: false; hash: string; stored?:
 let scratch = Buffer.allocUnsafeSlow(0);
 
 /**
- * The stored bytes of every compressed chunk come back in one shared buffer, in order (see
- * codec-files.ts for why shared memory): packs keep views into it and the worker that hashes
- * a pack reads them without a copy on the main thread.
+ * The stored bytes of every compressed chunk come back in one shared buffer, in order, lent
+ * to the main thread (lendEncoded in codec-files.ts): it copies them into its pack and hands
+ * the buffer back.
  */
-export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; data: Buffer } {
+export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; data: Buffer; lease?: Lease } {
   const results: ChunkResult[] = [];
   const fd = openSync(req.path, 'r');
   try {
@@ -65,7 +65,7 @@ export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; da
   } finally {
     closeSync(fd);
   }
-  return { results, data: takeEncoded() };
+  return { results, ...lendEncoded() };
 }
 
 const ZEROS = Buffer.alloc(64 * 1024);

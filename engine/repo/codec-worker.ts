@@ -59,22 +59,22 @@ function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
       const r = readChunks(req);
-      pacer.moved(r.data.byteLength); // the shared reply: its memory goes once both threads drop it
-      return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results };
+      if (!r.lease) pacer.moved(r.data.byteLength); // a fresh shared reply: its memory goes once both threads drop it
+      return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results, ...(r.lease ? { lease: r.lease } : {}) };
     } catch (e) {
       return readFailure(req.id, e);
     }
   }
   if (req.op === 'encode-files') {
     const r = encodeFiles(req.paths, req.sizes, req.level);
-    pacer.moved(r.data.byteLength); // the compressed copies it dropped
-    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs };
+    if (!r.lease) pacer.moved(r.data.byteLength); // a fresh reply
+    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, ...(r.lease ? { lease: r.lease } : {}) };
   }
   if (req.op === 'encode-window') {
     const r = encodeWindow(req.fd, req.pos, req.windowBytes, req.cdc, req.level);
     if ('error' in r) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, fsError: r.error };
-    pacer.moved(r.data.byteLength);
-    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof };
+    if (!r.lease) pacer.moved(r.data.byteLength);
+    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof, ...(r.lease ? { lease: r.lease } : {}) };
   }
   if (req.op === 'decode-write') {
     let data: Buffer | undefined;
