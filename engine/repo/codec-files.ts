@@ -105,6 +105,16 @@ export function lendEncoded(): { data: Buffer; lease?: Lease } {
   return lend(empty, mem, bytes);
 }
 
+/** Forget the slabs not lent out: their memory goes once both threads have collected them. */
+export function dropFreeSlabs(): void {
+  for (let slab = 0; slab < MAX_SLABS; slab++) {
+    const mem = slabs[slab];
+    if (!mem || Atomics.load(inUse, slab) !== 0) continue;
+    slabs[slab] = undefined;
+    slabBytes -= mem.byteLength;
+  }
+}
+
 function lend(slab: number, mem: SharedArrayBuffer, bytes: number): { data: Buffer; lease: Lease } {
   Atomics.store(inUse, slab, 1);
   return { data: sink.takeInto(Buffer.from(mem, 0, bytes)), lease: { slab, inUse } };

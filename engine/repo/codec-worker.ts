@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import { compressSync, decodeVerifiedSync } from './codec-sync.js';
-import { encodeFiles, encodeWindow } from './codec-files.js';
+import { dropFreeSlabs, encodeFiles, encodeWindow } from './codec-files.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
@@ -160,7 +160,13 @@ function handle(req: CodecRequest): CodecReply {
 // image + 30k-file tree 300 → 268 MiB peak RSS, image backup 204 → 175–190 MiB, no slower.
 const pacer = new GcPacer(16 * 1024 * 1024);
 
+/** After this long without a request, slabs not lent out are dropped (the daemon idles for hours). */
+const IDLE_SLABS_MS = 10_000;
+let idle: NodeJS.Timeout | undefined;
+
 parentPort?.on('message', (req: CodecRequest) => {
+  clearTimeout(idle);
+  idle = setTimeout(dropFreeSlabs, IDLE_SLABS_MS).unref();
   pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
   const reply = handle(req);
   if (reply.ok && reply.parts) {
