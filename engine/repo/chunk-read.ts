@@ -6,7 +6,7 @@
  * 2-vCPU VM); the read buffer is kept from request to request.
  */
 import { createHash } from 'node:crypto';
-import { openSync, readSync, closeSync } from '../runtime/fs.js';
+import { openSync, readFullSync, closeSync } from '../runtime/fs.js';
 import { encodeBlob, lendEncoded, type Lease } from './codec-files.js';
 
 /** One chunk: its length and where its data pieces are in the file (`at` = offset in the chunk). */
@@ -43,15 +43,8 @@ export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; da
       const covered = c.pieces.reduce((a, p) => a + p.length, 0);
       if (covered < c.length) raw.fill(0); // holes inside the chunk read as zeros
       for (const p of c.pieces) {
-        let done = 0;
-        while (done < p.length) {
-          const got = readSync(fd, raw, p.at + done, p.length - done, p.fileOffset + done);
-          if (got === 0) {
-            raw.fill(0, p.at + done, p.at + p.length); // file shorter than its map (growing raw image): zeros
-            break;
-          }
-          done += got;
-        }
+        const got = readFullSync(fd, raw, p.at, p.length, p.fileOffset);
+        if (got < p.length) raw.fill(0, p.at + got, p.at + p.length); // file shorter than its map (growing raw image): zeros
       }
       if (isZero(raw)) {
         results.push({ zero: true });

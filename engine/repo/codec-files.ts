@@ -9,7 +9,7 @@
  * or transfer, lent to it and handed back (lendEncoded below).
  */
 import { createHash } from 'node:crypto';
-import { SOURCE_OPEN_FLAGS, closeSync, openSync, readSync } from '../runtime/fs.js';
+import { SOURCE_OPEN_FLAGS, closeSync, openSync, readFullSync } from '../runtime/fs.js';
 import { decidedCuts, type CdcParams } from './chunker-cdc.js';
 import { compressBound, compressInto } from './codec-sync.js';
 import type { EncodedBlob, SourceFsError } from './codec-pool.js';
@@ -151,7 +151,7 @@ export function encodeWindow(fd: number, pos: number, windowBytes: number, cdc: 
   const buf = scratchOf(windowBytes);
   let n: number;
   try {
-    n = readFully(fd, buf, pos);
+    n = readFullSync(fd, buf, 0, buf.length, pos);
   } catch (e) {
     return { error: fsError(e) };
   }
@@ -184,22 +184,12 @@ function readWhole(path: string, into: Buffer): number | SourceFsError {
     return fsError(e);
   }
   try {
-    return readFully(fd, into, 0);
+    return readFullSync(fd, into, 0, into.length, 0);
   } catch (e) {
     return fsError(e);
   } finally {
     closeSync(fd);
   }
-}
-
-function readFully(fd: number, into: Buffer, pos: number): number {
-  let n = 0;
-  while (n < into.length) {
-    const got = readSync(fd, into, n, into.length - n, pos + n);
-    if (got === 0) break;
-    n += got;
-  }
-  return n;
 }
 
 function fsError(e: unknown): SourceFsError {

@@ -12,7 +12,7 @@ import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
 import { readPackHeader } from './pack.js';
 import { readChunks } from './chunk-read.js';
-import { openSync, readSync, closeSync, fstatSync } from '../runtime/fs.js';
+import { openSync, readFullSync, closeSync, fstatSync } from '../runtime/fs.js';
 
 /** Decode and re-hash one blob of a pack; keep nothing. */
 function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
@@ -38,13 +38,7 @@ function readInto(path: string, offset = 0, length?: number): Buffer | undefined
   try {
     const size = length ?? fstatSync(fd).size - offset;
     if (packBuffer.length < size) packBuffer = Buffer.allocUnsafeSlow(size + (size >> 3));
-    let n = 0;
-    while (n < size) {
-      const got = readSync(fd, packBuffer, n, size - n, offset + n);
-      if (got === 0) break;
-      n += got;
-    }
-    return packBuffer.subarray(0, n);
+    return packBuffer.subarray(0, readFullSync(fd, packBuffer, 0, size, offset));
   } finally {
     closeSync(fd);
   }

@@ -4,7 +4,7 @@
  * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readSync, writeFullSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readFullSync, writeFullSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
 import { decodeScratchBytes, decodeVerifiedSync, nextPowerOfTwo } from '../repo/codec-sync.js';
 import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
@@ -62,12 +62,7 @@ function readRange(path: string, offset: number, length: number): Buffer | strin
   }
   try {
     if (rangeBuffer.length < length) rangeBuffer = Buffer.allocUnsafeSlow(nextPowerOfTwo(length));
-    let n = 0;
-    while (n < length) {
-      const got = readSync(fd, rangeBuffer, n, length - n, offset + n);
-      if (got === 0) return 'is shorter than its index says (truncated)';
-      n += got;
-    }
+    if (readFullSync(fd, rangeBuffer, 0, length, offset) < length) return 'is shorter than its index says (truncated)';
     return rangeBuffer.subarray(0, length);
   } catch (e) {
     return e as NodeJS.ErrnoException;

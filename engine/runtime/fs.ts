@@ -2,7 +2,7 @@
  * The engine's only door to the local filesystem (lint-style rule from STYLE.md: engine code
  * imports fs from here), plus the few helpers writers need.
  */
-import { promises as fsp, constants, writeSync } from 'node:fs';
+import { promises as fsp, constants, readSync, writeSync } from 'node:fs';
 
 export { fsp, constants };
 
@@ -31,6 +31,20 @@ export function writeFullSync(fd: number, buf: Uint8Array, offset: number, lengt
   for (let done = 0; done < length;) {
     done += writeSync(fd, buf, offset + done, Math.min(length - done, WRITE_PIECE_BYTES), position + done);
   }
+}
+
+/**
+ * Read `length` bytes at file position `position` into `buf` from `offset`, going on after
+ * short reads; stops early only at the end of the file. Returns the bytes read.
+ */
+export function readFullSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number {
+  let n = 0;
+  while (n < length) {
+    const got = readSync(fd, buf, offset + n, length - n, position + n);
+    if (got === 0) break;
+    n += got;
+  }
+  return n;
 }
 
 /** fsync a directory so a rename inside it survives a crash. */
