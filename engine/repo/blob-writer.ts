@@ -29,7 +29,7 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 export class BlobWriter {
   readonly stats: WriteStats = { blobsNew: 0, blobsReused: 0, rawBytesNew: 0, storedBytesNew: 0, packsWritten: 0 };
   private readonly segments = new SegmentPool();
-  private pack = new PackBuffer(this.segments);
+  private readonly pack = new PackBuffer(this.segments);
   private entries: BlobEntry[] = [];
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly uploads = new Set<Promise<void>>();
