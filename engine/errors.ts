@@ -92,8 +92,10 @@ export class SourceError extends DrError {
   readonly code = 'SOURCE_UNREADABLE';
   readonly exitCode = ExitCode.usage;
   constructor(path: string, why: string, options?: { cause?: unknown }) {
-    super(`cannot read source ${path} - ${why}`,
-      'check the path and that drctl may read it (permissions, the file is not in use exclusively)', options);
+    const io = (options?.cause as { code?: unknown } | undefined)?.code === 'EIO';
+    super(`cannot read source ${path} - ${why}`, io
+      ? 'the storage under it returned an I/O error: check that disk or volume (kernel log, dmesg), then run the backup again; older points are intact'
+      : 'check the path and that drctl may read it (permissions, the file is not in use exclusively)', options);
   }
 }
 

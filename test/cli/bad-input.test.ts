@@ -10,6 +10,8 @@ import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
 import { MiB, makeRawImage, standardRegions } from '../support/images.js';
+import { faultyImage } from '../support/faulty-disk.js';
+import { randomBytes } from 'node:crypto';
 
 /** The operator-facing error: exactly one line on stderr. */
 function oneLine(stderr: string): string {
@@ -138,4 +140,32 @@ test('restore never overwrites an existing file without --overwrite', async (t) 
   const r2 = await drctl(['restore', '--repo', repo, 'latest', '--to', dest, '--overwrite']);
   t.is(r2.code, 0, r2.stderr);
   t.true((await readFile(dest)).equals(await readFile(img)));
+});
+
+test('a source disk that fails with I/O errors mid-backup: exit 2 naming it and the I/O error; older points stay restorable', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-storage-daemon')) return;
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  const raw = join(dir, 'disk.img');
+  await writeFile(raw, randomBytes(24 * MiB));
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const first = await drctl(['backup', '--repo', repo, '--image', raw, '--name', 'disk', '--json']);
+  t.is(first.code, 0, first.stderr);
+
+  const faulty = await faultyImage(t, dir, raw, 16 * MiB); // the first 16 MiB read fine
+  const r = await drctl(['backup', '--repo', repo, '--image', faulty, '--name', 'disk']);
+  t.is(r.code, 2);
+  const line = oneLine(r.stderr);
+  t.true(line.includes(`cannot read source ${faulty}`), line);
+  t.regex(line, /EIO/);
+  t.regex(line, /I\/O error: check that disk or volume/);
+  t.notRegex(line, /bug/);
+
+  const check = await drctl(['check', '--repo', repo, '--read-data']);
+  t.is(check.code, 0, check.stdout + check.stderr);
+  const points = json<{ id: string }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.is(points.length, 1, 'nothing was committed');
+  const out = join(dir, 'out.img');
+  t.is((await drctl(['restore', '--repo', repo, json<{ id: string }>(first).id, '--to', out])).code, 0);
+  t.true((await readFile(out)).equals(await readFile(raw)), 'the older point restores byte-identical');
 });
