@@ -78,13 +78,14 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
           doneBytes += len;
           continue;
         }
+        const covered = pieces.reduce((a, p) => a + p.length, 0);
         if (reader) {
           yield async () => {
             const chunk = { length: len, pieces: pieces.map((p) => ({ fileOffset: src.fileOffset!(p.offset, p.length), length: p.length, at: p.offset - start })) };
             let r = await reader.read(chunk, compressFirst);
             // Hashed only (most chunks of a full re-read are unchanged) and new: read again to store it.
             if (!r.zero && !r.stored && !writer.has(r.hash)) r = await reader.read(chunk, true);
-            readBytes += pieces.reduce((a, p) => a + p.length, 0);
+            readBytes += covered;
             if (!r.zero) {
               entries.write(r.hash, slot, 'hex');
               try {
@@ -99,7 +100,6 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
           continue;
         }
         yield async () => {
-          const covered = pieces.reduce((a, p) => a + p.length, 0);
           // Zero-filled only when holes inside the chunk must read as zeros.
           const buf = covered === len ? Buffer.allocUnsafeSlow(len) : Buffer.alloc(len);
           for (const p of pieces) await src.read(p.offset, p.length, buf, p.offset - start);

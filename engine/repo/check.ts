@@ -114,9 +114,7 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
   const key = Keys.pack(pack);
   const local = repo.target.localPath?.(key);
   if (local) {
-    const { results, wholeHash, file } = await codecPool().verifyFile(local, refs).catch((e: unknown) => {
-      throw repo.readFailure(key, e);
-    });
+    const { results, wholeHash, file } = await repo.workerRead(key, codecPool().verifyFile(local, refs));
     if (file.missing) {
       for (const [h] of entries) bad.add(h);
       return 0;
@@ -126,7 +124,7 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
   }
   let bytes: Buffer;
   try {
-    bytes = await repo.target.get(Keys.pack(pack));
+    bytes = await repo.target.get(key);
   } catch (e) {
     if (!(e instanceof BlobNotFoundError)) throw e;
     for (const [h] of entries) bad.add(h);

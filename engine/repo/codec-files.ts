@@ -64,9 +64,10 @@ const sink = new Sink();
  * pack or not needed (`done` of EncodedData and of image chunks; codec-pool.ts). Replies then
  * land in memory that is already mapped instead of fresh memory with a page fault per 4 KiB:
  * with the pack segments of pack-buffer.ts, image backup of the 2 GiB bench image 3.9–4.3 ->
- * 3.3–3.6 s (system time 1.5 -> 0.9 s), tree backup 5.3–6.2 -> 4.8–5.6 s. `inUse[slab]` is 1 while a slab is lent; the main
- * thread sets it back to 0 (Atomics). When no slab fits and a new one would exceed MAX_SLABS or
- * SLABS_MAX_BYTES (also: a lease never returned after a failure), a reply gets fresh memory.
+ * 3.3–3.6 s (system time 1.5 -> 0.9 s), tree backup 5.3–6.2 -> 4.8–5.6 s. `inUse[slab]` is 1
+ * while a slab is lent; the main thread sets it back to 0 (Atomics). When no slab fits and a
+ * new one would exceed MAX_SLABS or SLABS_MAX_BYTES (also: a lease never returned after a
+ * failure), a reply gets fresh memory.
  */
 export interface Lease {
   slab: number;
@@ -78,7 +79,6 @@ const SLAB_MIN_BYTES = 2 << 20;
 const SLABS_MAX_BYTES = 32 << 20;
 const inUse = new Int32Array(new SharedArrayBuffer(4 * MAX_SLABS));
 const slabs: (SharedArrayBuffer | undefined)[] = [];
-let slabBytes = 0;
 
 /**
  * The stored bytes encodeBlob gathered since the last call, in a lent slab when one can be
@@ -99,19 +99,16 @@ export function lendEncoded(): { data: Buffer; lease?: Lease } {
     }
   }
   const size = Math.max(SLAB_MIN_BYTES, Math.ceil(bytes / (1 << 20)) << 20);
-  if (empty < 0 || slabBytes + size > SLABS_MAX_BYTES) return { data: sink.take() };
+  const held = slabs.reduce((a, m) => a + (m?.byteLength ?? 0), 0);
+  if (empty < 0 || held + size > SLABS_MAX_BYTES) return { data: sink.take() };
   const mem = (slabs[empty] = new SharedArrayBuffer(size));
-  slabBytes += size;
   return lend(empty, mem, bytes);
 }
 
 /** Forget the slabs not lent out: their memory goes once both threads have collected them. */
 export function dropFreeSlabs(): void {
   for (let slab = 0; slab < MAX_SLABS; slab++) {
-    const mem = slabs[slab];
-    if (!mem || Atomics.load(inUse, slab) !== 0) continue;
-    slabs[slab] = undefined;
-    slabBytes -= mem.byteLength;
+    if (Atomics.load(inUse, slab) === 0) slabs[slab] = undefined;
   }
 }
 

@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import { compressSync, decodeVerifiedSync } from './codec-sync.js';
-import { dropFreeSlabs, encodeFiles, encodeWindow } from './codec-files.js';
+import { dropFreeSlabs, encodeFiles, encodeWindow, type Lease } from './codec-files.js';
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
@@ -14,10 +14,28 @@ import { readPackHeader } from './pack.js';
 import { readChunks } from './chunk-read.js';
 import { openSync, readFullSync, closeSync, fstatSync } from '../runtime/fs.js';
 
+/** One blob of a pack (or a range of it), decoded and verified into the scratch buffer, or why it is damaged. */
+function decodeBlob(pack: Buffer, b: StoredRef): Buffer | string {
+  if (b.offset + b.length > pack.length) return 'is cut short (truncated pack)';
+  return decodeVerifiedSync(pack.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true);
+}
+
 /** Decode and re-hash one blob of a pack; keep nothing. */
 function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
-  const r = b.offset + b.length <= pack.length ? decodeVerifiedSync(pack.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
+  const r = decodeBlob(pack, b);
   return typeof r === 'string' ? { ok: false, error: r } : { ok: true };
+}
+
+/** The reply to a request for a pack file that does not exist. */
+function missingFile(id: number): CodecReply {
+  return { id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
+}
+
+/** Reply fields for stored bytes: a lent buffer goes with its lease; a fresh one counts towards this thread's collections. */
+function storedBytes(r: { data: Buffer; lease?: Lease }): { data: Buffer; lease?: Lease } {
+  if (r.lease) return { data: r.data, lease: r.lease };
+  pacer.moved(r.data.byteLength); // its memory goes once both threads drop it
+  return { data: r.data };
 }
 
 /** One buffer per worker for packs it reads itself, grown to the largest pack seen. */
@@ -53,39 +71,32 @@ function handle(req: CodecRequest): CodecReply {
   if (req.op === 'read-chunks') {
     try {
       const r = readChunks(req);
-      if (!r.lease) pacer.moved(r.data.byteLength); // a fresh shared reply: its memory goes once both threads drop it
-      return { id: req.id, ok: true, data: r.data, codec: 0, chunks: r.results, ...(r.lease ? { lease: r.lease } : {}) };
+      return { id: req.id, ok: true, ...storedBytes(r), codec: 0, chunks: r.results };
     } catch (e) {
       return readFailure(req.id, e);
     }
   }
   if (req.op === 'encode-files') {
     const r = encodeFiles(req.paths, req.sizes, req.level);
-    if (!r.lease) pacer.moved(r.data.byteLength); // a fresh reply
-    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, ...(r.lease ? { lease: r.lease } : {}) };
+    return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs };
   }
   if (req.op === 'encode-window') {
     const r = encodeWindow(req.fd, req.pos, req.windowBytes, req.cdc, req.level);
     if ('error' in r) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, fsError: r.error };
-    if (!r.lease) pacer.moved(r.data.byteLength);
-    return { id: req.id, ok: true, data: r.data, codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof, ...(r.lease ? { lease: r.lease } : {}) };
+    return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof };
   }
   if (req.op === 'decode-write') {
-    let data: Buffer | undefined;
-    if (req.file) {
-      try {
-        data = readInto(req.file.path, req.file.offset, req.file.length);
-      } catch (e) {
-        return readFailure(req.id, e);
-      }
-      if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
-    } else {
-      data = Buffer.from(req.data as ArrayBufferLike, req.offset, req.length);
+    let stored: Buffer | undefined;
+    try {
+      stored = req.file ? readInto(req.file.path, req.file.offset, req.file.length) : Buffer.from(req.data as ArrayBufferLike, req.offset, req.length);
+    } catch (e) {
+      return readFailure(req.id, e);
     }
-    const stored = data;
+    if (!stored) return missingFile(req.id);
+    const pack = stored;
     let written = 0;
     const results = req.blobs.map((b) => {
-      const r = b.offset + b.length <= stored.length ? decodeVerifiedSync(stored.subarray(b.offset, b.offset + b.length), b.codec, b.rawLength, b.hash, true) : 'is cut short (truncated pack)';
+      const r = decodeBlob(pack, b);
       if (typeof r === 'string') return { ok: false, error: r };
       const spans = nonZeroSpans(r);
       for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
@@ -113,7 +124,7 @@ function handle(req: CodecRequest): CodecReply {
     } catch (e) {
       return readFailure(req.id, e);
     }
-    if (!data) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
+    if (!data) return missingFile(req.id);
     let headerOk = true;
     try {
       readPackHeader(data);

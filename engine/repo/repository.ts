@@ -147,21 +147,27 @@ export class Repository {
 
   /** Decode bytes read from a pack and check them against the expected hash. */
   async verifyStored(hash: string, stored: Buffer, pack: string, codec: number, rawLength: number): Promise<Buffer> {
+    const damaged = (why: string, cause?: unknown) => new IntegrityError(`blob ${hash.slice(0, 12)} in pack ${pack.slice(0, 12)} ${why} (damaged pack)`, cause === undefined ? undefined : { cause });
     if (rawLength <= DECODE_HERE_BYTES) {
       const r = decodeVerifiedSync(stored, codec, rawLength, hash);
-      if (typeof r === 'string') throw new IntegrityError(`blob ${hash.slice(0, 12)} in pack ${pack.slice(0, 12)} ${r} (damaged pack)`);
+      if (typeof r === 'string') throw damaged(r);
       return r;
     }
     try {
       return await decodeVerified(stored, codec, rawLength, hash);
     } catch (e) {
-      throw new IntegrityError(`blob ${hash.slice(0, 12)} in pack ${pack.slice(0, 12)} ${(e as Error).message} (damaged pack)`, { cause: e });
+      throw damaged((e as Error).message, e);
     }
   }
 
-  /** A worker's failed read of the object `key` (WorkerReadError), as the target reports its own read failures. */
-  readFailure(key: string, e: unknown): unknown {
-    return e instanceof WorkerReadError ? (this.target.readError?.(key, e) ?? e) : e;
+  /**
+   * `work` in which a worker thread reads the object `key` itself (at target.localPath): its
+   * failed read (WorkerReadError) is reported as the target reports its own read failures.
+   */
+  workerRead<T>(key: string, work: Promise<T>): Promise<T> {
+    return work.catch((e: unknown) => {
+      throw e instanceof WorkerReadError ? (this.target.readError?.(key, e) ?? e) : e;
+    });
   }
 
   /** Write the point manifest: the commit of a backup. Must come after BlobWriter.finish(). */

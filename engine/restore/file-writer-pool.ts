@@ -94,19 +94,18 @@ export class FileWriters {
    * a local pack file, into a buffer it keeps: the main thread never holds them.
    */
   async writeFromFile(pack: string, path: string, offset: number, length: number, blobs: BatchBlob[]): Promise<number> {
-    const r = await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []);
-    if (!r.ok && r.kind === 'pack') throw new IntegrityError(`pack ${pack.slice(0, 12)} ${r.message}`);
-    if (!r.ok && r.kind === 'read') throw new WorkerReadError(r.message, r.code);
-    return this.settle(r);
+    return this.settle(await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []), pack);
   }
 
   close(): Promise<void> {
     return this.pool.terminate();
   }
 
-  private settle(r: WriteReply): number {
+  /** Bytes written, or the failure as the caller reports it; `pack` names the file a worker read itself. */
+  private settle(r: WriteReply, pack = '?'): number {
     if (r.ok) return r.bytes;
-    if (r.kind === 'pack' || r.kind === 'read') throw new IntegrityError(r.message);
+    if (r.kind === 'pack') throw new IntegrityError(`pack ${pack.slice(0, 12)} ${r.message}`);
+    if (r.kind === 'read') throw new WorkerReadError(r.message, r.code);
     if (r.kind === 'integrity') {
       throw new IntegrityError(`blob ${r.hash.slice(0, 12)} in pack ${this.pack(r.hash).slice(0, 12)} ${r.message} (damaged pack)`);
     }

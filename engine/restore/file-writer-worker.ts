@@ -4,7 +4,8 @@
  * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readFullSync, writeFullSync, closeSync, fchownSync, fchmodSync, futimesSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readFullSync, writeFullSync, closeSync, unlinkSync } from '../runtime/fs.js';
+import { setMetaSync } from './file-meta.js';
 import { decodeScratchBytes, decodeVerifiedSync, nextPowerOfTwo } from '../repo/codec-sync.js';
 import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
@@ -31,16 +32,7 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
   const fd = openSync(f.path, CREATE, f.modeByCreate ? f.mode : 0o600);
   try {
     writeFullSync(fd, raw, 0, raw.length, 0);
-    if (!f.ownerByCreate) {
-      try {
-        fchownSync(fd, f.uid, f.gid); // owner first: chown clears setuid/setgid
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EPERM' && code !== 'EINVAL') throw e;
-      }
-    }
-    if (!f.modeByCreate) fchmodSync(fd, f.mode);
-    futimesSync(fd, f.mtimeSec, f.mtimeSec);
+    setMetaSync(fd, f, { owner: f.ownerByCreate, mode: f.modeByCreate });
   } finally {
     closeSync(fd);
   }

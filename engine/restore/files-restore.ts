@@ -18,7 +18,8 @@
  */
 import { resolve } from 'node:path';
 import pLimit from 'p-limit';
-import { fsp, constants, openSync, closeSync, fchownSync, fchmodSync, futimesSync, ftruncateSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
+import { fsp, constants, openSync, closeSync, ftruncateSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
+import { ignoreNotPermitted, setMetaSync } from './file-meta.js';
 import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';
 import type { TreeEntry } from '../repo/tree.js';
@@ -96,22 +97,22 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
   const byRel = new Map<string, FileTask>();
   const links: { abs: string; to: string; replace: boolean }[] = [];
   const symlinks: PlanItem[] = [];
+  const task = (rel: string, entry: TreeEntry): FileTask => ({ abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0, busy: 0 });
   for (const item of items) {
     const { rel, entry } = item;
     if (entry.type === 'dir') dirs.push(item);
     else if (entry.type === 'symlink') symlinks.push(item);
     else if (entry.type === 'file') {
-      const f = { abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0, busy: 0 };
+      const f = task(rel, entry);
       files.push(f);
       byRel.set(rel, f);
     }
   }
   for (const { rel, entry } of items) {
     if (entry.type !== 'hardlink') continue;
-    const replace = scan.replace.has(rel);
     // Linked only to a file this restore writes itself; otherwise the link gets its own copy.
-    if (byRel.has(entry.linkTo as string)) links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace });
-    else files.push({ abs: destPath(root, rel), entry, replace, remaining: entry.content?.length ?? 0, busy: 0 });
+    if (byRel.has(entry.linkTo as string)) links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace: scan.replace.has(rel) });
+    else files.push(task(rel, entry));
   }
   const located = locateBlobs(repo, files.flatMap((f) => f.entry.content ?? []));
   const uses = new Map<string, { file: FileTask; offset: number }[]>();
@@ -187,9 +188,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
         // A local pack is read by the writer thread itself (nothing on this thread's heap).
         const key = Keys.pack(range.pack);
         bytes = localPath
-          ? await writers!.writeFromFile(range.pack, localPath(key), range.start, range.length, batch).catch((e: unknown) => {
-            throw repo.readFailure(key, e);
-          })
+          ? await repo.workerRead(key, writers!.writeFromFile(range.pack, localPath(key), range.start, range.length, batch))
           : await writers!.write(await readRange(repo, range), batch);
       } finally {
         for (const f of parts) f.busy--;
@@ -290,14 +289,7 @@ function createEmptySync(f: FileTask): void {
 }
 
 function applyMetaSync(fd: number, e: TreeEntry): void {
-  try {
-    fchownSync(fd, e.uid, e.gid);
-  } catch (err) {
-    ignoreNotPermitted(err);
-  }
-  fchmodSync(fd, e.mode);
-  const t = nsToSeconds(e.mtimeNs);
-  futimesSync(fd, t, t);
+  setMetaSync(fd, { uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs) });
 }
 
 function removeIfThereSync(abs: string): void {
@@ -347,11 +339,6 @@ async function applyDirMeta(root: string, dirs: PlanItem[], limit: ReturnType<ty
 
 async function removeIfThere(abs: string): Promise<void> {
   await fsp.unlink(abs).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
-}
-
-function ignoreNotPermitted(e: unknown): void {
-  // Not root: files end up owned by whoever restores, as with tar and restic.
-  if (errnoCode(e) !== 'EPERM' && errnoCode(e) !== 'EINVAL') throw e;
 }
 
 export function nsToSeconds(ns: string): number {

@@ -178,20 +178,18 @@ async function fetchAndWrite(repo: Repository, disk: DiskRecord, fh: FileHandle,
     at: w.chunks.map((c) => c * disk.chunkBytes),
   }));
   const missing = () => new IntegrityError(`pack ${first.loc.pack.slice(0, 12)} is missing: disk ${disk.name} bytes ${rangeOf(disk, first.chunks[0] ?? 0)} cannot be restored`);
+  const length = last.loc.offset + last.loc.length - start;
   const key = Keys.pack(first.loc.pack);
   const local = repo.target.localPath?.(key);
   if (local) {
     // The worker reads the range itself into a buffer it keeps: nothing per run for the GC.
-    const r = await codecPool().decodeAndWriteFromFile({ path: local, offset: start, length: last.loc.offset + last.loc.length - start }, blobs, fh.fd, disk.sizeBytes)
-      .catch((e: unknown) => {
-        throw repo.readFailure(key, e);
-      });
+    const r = await repo.workerRead(key, codecPool().decodeAndWriteFromFile({ path: local, offset: start, length }, blobs, fh.fd, disk.sizeBytes));
     if (r.missing) throw missing();
     return judgeRun(disk, run, r);
   }
   let bytes: Buffer;
   try {
-    bytes = await repo.target.get(Keys.pack(first.loc.pack), { offset: start, length: last.loc.offset + last.loc.length - start });
+    bytes = await repo.target.get(key, { offset: start, length });
   } catch (e) {
     if (e instanceof BlobNotFoundError) throw missing();
     throw e;

@@ -29,8 +29,9 @@ export function writeNonZeroSync(fd: number, raw: Buffer, base: number, limit: n
   let written = 0;
   for (const [s0, e0] of spans) {
     const e = Math.min(e0, limit - base);
-    if (e > s0) writeFullSync(fd, raw, s0, e - s0, base + s0);
-    if (e > s0) written += e - s0;
+    if (e <= s0) continue;
+    writeFullSync(fd, raw, s0, e - s0, base + s0);
+    written += e - s0;
   }
   return written;
 }

@@ -48,14 +48,14 @@ export async function openImageSource(path: string): Promise<DiskSource> {
     // info succeeded (info's error names the problem better).
     const mapping = imageMap(path).then((m) => ({ m }), (e: unknown) => ({ e }));
     const info = await imageInfo(path);
-    const mapped0 = await mapping;
+    const mapResult = await mapping;
     if (!info) {
       // No qemu-img: a raw image read whole (holes come back as zeros and are not stored).
       return new ImageFile(basename(path), path, 'raw', st.size, fh, [{ offset: 0, length: st.size, fileOffset: 0 }],
         ['qemu-img is not installed: holes were read (not stored); install qemu-utils']);
     }
-    if ('e' in mapped0) throw mapped0.e;
-    const map = mapped0.m;
+    if ('e' in mapResult) throw mapResult.e;
+    const map = mapResult.m;
     const direct = map.every((m) => !m.data || (m.depth === 0 && m.offset !== undefined));
     if (direct) return new ImageFile(basename(path), path, info.format, info.virtualSize, fh, mapped(map), []);
     await fh.close();
@@ -90,11 +90,10 @@ class ImageFile implements DiskSource {
   }
 
   async read(offset: number, length: number, into: Buffer, intoOffset: number): Promise<void> {
-    const m = findExtent(this.extents, offset);
-    if (!m || offset + length > m.offset + m.length) throw new Error(`read ${offset}+${length} is outside the data extents`);
+    const at = this.fileOffset(offset, length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.fh.read(into, intoOffset + done, length - done, m.fileOffset + (offset - m.offset) + done);
+      const { bytesRead } = await this.fh.read(into, intoOffset + done, length - done, at + done);
       if (bytesRead === 0) {
         into.fill(0, intoOffset + done, intoOffset + length); // file shorter than its map (raw image growing): zeros
         break;
