@@ -1,4 +1,4 @@
-export type { TargetDriver, BlobInfo, ByteRange, TargetFactory } from './types.js';
+export type { TargetDriver, BlobInfo, ByteRange, ObjectUpload, TargetFactory } from './types.js';
 export { BlobNotFoundError } from './types.js';
 export { LocalTarget, localTarget } from './local/local-target.js';
 export { openLocalTarget } from './registry.js';

@@ -25,6 +25,13 @@ export interface TargetDriver {
    * `data` may be given in parts (written in order, as one object) to avoid a copy.
    */
   put(key: string, data: Uint8Array | readonly Uint8Array[], opts?: { replace?: boolean }): Promise<void>;
+  /**
+   * Start an object whose key is known only once all of it is written (a pack is named by the
+   * hash of its bytes). Bytes go to the volume as they are written, so the caller never holds
+   * the whole object in memory. `put` has the same guarantees. `what` names the object in
+   * error messages ("a new pack").
+   */
+  create(what?: string): ObjectUpload;
   /** Whole object or a byte range. Throws BlobNotFoundError when missing. Short reads are returned as-is. */
   get(key: string, range?: ByteRange): Promise<Buffer>;
   /** Objects whose key starts with `prefix`, in no particular order; temp files are never listed. */
@@ -47,6 +54,23 @@ export interface TargetDriver {
   readError?(key: string, e: unknown): Error;
   /** Free space on the volume, when the target can tell (the free-space guard uses it). */
   freeBytes?(): Promise<number>;
+}
+
+/** An object being written (TargetDriver.create). */
+export interface ObjectUpload {
+  /**
+   * Append `parts` to the object. Calls may overlap; the bytes land in call order. Resolves
+   * once the bytes are written (not yet durable): the caller may then reuse their memory.
+   */
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Wait for every write, make the object durable and visible under `key`. Without `replace`,
+   * an object already under `key` is kept (content-addressed keys: it holds the same bytes).
+   * On failure nothing is left under `key`.
+   */
+  commit(key: string, opts?: { replace?: boolean }): Promise<void>;
+  /** Drop what was written (after a failure or an interruption). Never throws. */
+  abort(): Promise<void>;
 }
 
 export class BlobNotFoundError extends Error {

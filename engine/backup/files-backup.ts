@@ -71,8 +71,14 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
   }
   const parent = opts.parent ?? (await findParent(repo, opts.name, rootPath));
   const run = new FolderBackup(repo, repo.newWriter(), opts, parent);
-  const tree = await run.run(rootPath, names, parent?.tree);
-  await run.writer.finish();
+  let tree: string;
+  try {
+    tree = await run.run(rootPath, names, parent?.tree);
+    await run.writer.finish();
+  } catch (e) {
+    await run.writer.abandon();
+    throw e;
+  }
   const s = run.stats;
   return repo.commitPoint({
     formatVersion: 1,

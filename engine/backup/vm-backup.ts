@@ -140,7 +140,7 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
     if (!ok) {
       // Packs this attempt uploaded are in the in-memory index, so a retry dedups against them:
       // write their index file too, or the retry's point would use blobs no index lists.
-      await writer.finish().catch(() => undefined);
+      await writer.finish().catch(() => writer.abandon());
       await job.finish(false);
     }
   }

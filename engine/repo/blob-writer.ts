@@ -7,7 +7,7 @@
 import { Keys, type RepoConfig } from './format.js';
 import { encode, hashOwned } from './codec.js';
 import { packTail, type BlobEntry } from './pack.js';
-import { PackBuffer, SegmentPool } from './pack-buffer.js';
+import { PackStream, SegmentPool } from './pack-buffer.js';
 import { codecPool } from './codec-pool.js';
 import { encodeIndexFile, type BlobIndex } from './index-store.js';
 import type { TargetDriver } from '../../targets/types.js';
@@ -29,7 +29,8 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 export class BlobWriter {
   readonly stats: WriteStats = { blobsNew: 0, blobsReused: 0, rawBytesNew: 0, storedBytesNew: 0, packsWritten: 0 };
   private readonly segments = new SegmentPool();
-  private readonly pack = new PackBuffer(this.segments);
+  /** The pack being filled (its temp object exists once the first blob is appended). */
+  private pack: PackStream | undefined;
   private entries: BlobEntry[] = [];
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly uploads = new Set<Promise<void>>();
@@ -112,12 +113,16 @@ export class BlobWriter {
   /** Add stored bytes to the current pack once there is room; seal it when full. */
   private async append(hash: string, data: Buffer, rawLength: number, codec: number): Promise<void> {
     await this.room();
-    this.entries.push([hash, this.pack.bytes, data.length, rawLength, codec]);
-    this.pack.append(data);
+    this.throwIfFailed();
+    const pack = (this.pack ??= new PackStream(this.target.create('a new pack'), this.segments, (e) => {
+      this.failure ??= e;
+    }));
+    this.entries.push([hash, pack.bytes, data.length, rawLength, codec]);
+    pack.append(data);
     this.stats.blobsNew++;
     this.stats.rawBytesNew += rawLength;
     this.stats.storedBytesNew += data.length;
-    if (this.pack.bytes >= this.config.packTargetBytes) await this.seal();
+    if (pack.bytes >= this.config.packTargetBytes) await this.seal();
   }
 
   /**
@@ -152,12 +157,14 @@ export class BlobWriter {
   }
 
   /**
-   * Wait while a sealed pack waits for an upload slot. Without this gate, with a slow target
-   * every blob in flight could fill and seal a pack of its own while the uploads lag behind:
-   * measured 460 MiB peak RSS writing onto an iSCSI volume instead of ~200 MiB.
+   * Wait while a sealed pack waits for an upload slot, or while the segments written so far
+   * are not. Without this gate, with a slow target every blob in flight could fill and seal a
+   * pack of its own while the uploads lag behind: measured 460 MiB peak RSS writing onto an
+   * iSCSI volume instead of ~200 MiB.
    */
   private async room(): Promise<void> {
     while (this.sealing) await this.sealing;
+    await this.segments.room();
   }
 
   private seal(): Promise<void> {
@@ -168,27 +175,42 @@ export class BlobWriter {
   }
 
   private async sealCurrent(): Promise<void> {
-    if (this.entries.length === 0) return;
-    const { parts, segments } = this.pack.take();
+    const pack = this.pack;
+    if (!pack) return;
     const entries = this.entries;
+    this.pack = undefined;
     this.entries = [];
     while (this.uploads.size >= MAX_PACKS_IN_FLIGHT) await Promise.race(this.uploads);
-    this.throwIfFailed();
+    if (this.failure !== undefined) {
+      await pack.abort();
+      throw this.failure;
+    }
     const upload = (async () => {
-      const { hash: id, parts: pack } = await codecPool().hashParts([...parts, packTail(entries)]);
-      await this.target.put(Keys.pack(id), pack);
-      this.segments.give(segments); // not after a failure: a write may still be reading them
+      const id = await pack.finish(packTail(entries), Keys.pack);
       this.written.push({ id, blobs: entries });
       this.stats.packsWritten++;
       // From now on the in-memory index answers for these blobs; the index *file* that makes
       // them visible to other processes is written by finish(), after every pack is durable.
       this.index.addPack(id, entries);
       for (const [hash] of entries) this.inFlight.delete(hash);
-    })().catch((e: unknown) => {
+    })().catch(async (e: unknown) => {
       this.failure ??= e;
+      await pack.abort();
     });
     this.uploads.add(upload);
     void upload.finally(() => this.uploads.delete(upload));
+  }
+
+  /**
+   * Stop after a failure or an interruption: the pack being filled is dropped (its temp object
+   * removed) and the packs being sealed are let finish. Packs stored stay, unreferenced until
+   * an index names them (check reports them, prune removes them). Never throws.
+   */
+  async abandon(): Promise<void> {
+    this.failure ??= new Error('the backup stopped');
+    const pack = this.pack;
+    this.pack = undefined;
+    await Promise.all([pack?.abort(), ...this.uploads]);
   }
 
   /** Seal the last pack, wait for every upload, then write the index file. Returns its id (or undefined if nothing new). */

@@ -16,7 +16,6 @@ export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
   | { id: number; op: 'compress'; data: ArrayBufferLike; offset: number; length: number; level: number }
   | { id: number; op: 'decode'; data: ArrayBufferLike; offset: number; length: number; codec: number; rawLength: number; hash: string }
-  | { id: number; op: 'hash-parts'; parts: { data: ArrayBufferLike; offset: number; length: number }[] }
   | { id: number; op: 'compress-many'; data: ArrayBufferLike; offset: number; length: number; sizes: number[]; level: number }
   | { id: number; op: 'verify-many'; data: ArrayBufferLike; offset: number; length: number; blobs: StoredRef[] }
   | { id: number; op: 'verify-file'; path: string; blobs: StoredRef[] }
@@ -79,7 +78,7 @@ export interface PackFileRead {
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; parts?: Uint8Array[]; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[];
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[];
     blobs?: (EncodedBlob | { error: SourceFsError })[]; nextPos?: number; eof?: boolean; fsError?: SourceFsError; lease?: Lease }
   | { id: number; ok: false; error: string; code?: string };
 
@@ -100,21 +99,6 @@ export class CodecPool {
     const r = await this.send({ op: 'hash' }, data);
     if (!r.ok || !r.hash) throw new Error(r.ok ? 'no hash' : r.error);
     return { hash: r.hash, data: toBuffer(r.data) };
-  }
-
-  /**
-   * SHA-256 of the concatenation of `parts`, without concatenating them. The parts come back
-   * in `parts`, maybe as fewer buffers: adjacent views of one buffer are joined, parts in
-   * shared memory (what encodeFiles/encodeWindow return) are shared, and runs of other views
-   * into larger buffers (compressMany's outputs) are copied into one buffer each, since only
-   * a whole ArrayBuffer can be transferred and the rest of it may belong to another pack.
-   */
-  async hashParts(parts: Buffer[]): Promise<{ hash: string; parts: Buffer[] }> {
-    const owned = ownedParts(parts);
-    const r = await this.pool.request({ op: 'hash-parts', parts: owned.map((p) => ({ data: p.buffer, offset: p.byteOffset, length: p.byteLength })) },
-      owned.filter((p) => !isShared(p)).map((p) => p.buffer as ArrayBuffer));
-    if (!r.ok || !r.hash || !r.parts) throw new Error(r.ok ? 'no hash' : r.error);
-    return { hash: r.hash, parts: r.parts.map(toBuffer) };
   }
 
   /**
@@ -297,51 +281,6 @@ function copyToOwn(b: Uint8Array): Uint8Array {
   const c = new Uint8Array(b.byteLength);
   c.set(b);
   return c;
-}
-
-/** `parts` with adjacent views of one buffer joined and every run of views that neither own their memory nor share it copied into one new buffer. */
-function ownedParts(parts: Buffer[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let run: Uint8Array[] = [];
-  const flush = () => {
-    if (run.length === 0) return;
-    const c = Buffer.allocUnsafeSlow(run.reduce((a, p) => a + p.byteLength, 0));
-    let at = 0;
-    for (const p of run) {
-      c.set(p, at);
-      at += p.byteLength;
-    }
-    out.push(c);
-    run = [];
-  };
-  for (const p of joinAdjacent(parts)) {
-    if (ownsMemory(p) || isShared(p)) {
-      flush();
-      out.push(p);
-    } else {
-      run.push(p);
-    }
-  }
-  flush();
-  return out;
-}
-
-/** Blobs of one worker reply usually sit back to back in a pack: one view each run. */
-function joinAdjacent(parts: Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const p of parts) {
-    const last = out.at(-1);
-    if (last && last.buffer === p.buffer && last.byteOffset + last.byteLength === p.byteOffset && !ownsMemory(p)) {
-      out[out.length - 1] = new Uint8Array(p.buffer, last.byteOffset, last.byteLength + p.byteLength);
-    } else {
-      out.push(p);
-    }
-  }
-  return out;
-}
-
-function isShared(b: Uint8Array): boolean {
-  return b.buffer instanceof SharedArrayBuffer;
 }
 
 function toBuffer(u: Uint8Array): Buffer {

@@ -142,12 +142,6 @@ function handle(req: CodecRequest): CodecReply {
     const hash = createHash('sha256').update(data).digest('hex');
     return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash };
   }
-  if (req.op === 'hash-parts') {
-    const h = createHash('sha256');
-    const parts = req.parts.map((p) => Buffer.from(p.data, p.offset, p.length));
-    for (const p of parts) h.update(p);
-    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, hash: h.digest('hex'), parts };
-  }
   const data = Buffer.from(req.data, req.offset, req.length);
   if (req.op === 'hash') {
     return { id: req.id, ok: true, data, codec: 0, hash: createHash('sha256').update(data).digest('hex') };
@@ -174,10 +168,7 @@ parentPort?.on('message', (req: CodecRequest) => {
   idle = setTimeout(dropFreeSlabs, IDLE_SLABS_MS).unref();
   pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
   const reply = handle(req);
-  if (reply.ok && reply.parts) {
-    // Shared memory is shared, not transferred.
-    parentPort?.postMessage(reply, reply.parts.filter((p) => !isShared(p)).map((p) => p.buffer as ArrayBuffer));
-  } else if (reply.ok) {
+  if (reply.ok) {
     const b = reply.data;
     // Transfer when the buffer owns its memory (always for what we were sent); else it is copied.
     const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !isShared(b);

@@ -1,38 +1,63 @@
 /**
- * The bytes of the pack being filled, copied into 1 MiB segments of shared memory that are
- * reused from pack to pack.
+ * A pack on its way to the target: blobs are copied into 1 MiB segments, and each segment is
+ * written into the pack's temp object as soon as it is full and reused once written. The pack's
+ * SHA-256 (its id) is computed over the segments as they leave.
  *
- * Why copy: blobs arrive as views into the buffers the codec workers replied with. Keeping the
- * views kept every reply alive until its pack was uploaded, so each reply needed fresh memory,
- * and fresh memory costs a page fault per 4 KiB: on this project's VMs a quarter of the
- * workers' time in a changed-extent image backup. With the copy, a reply is done with as soon
- * as its blobs are appended and its buffer goes back to the worker (codec-pool.ts, leases),
- * while the copy lands in memory that is already mapped (~0.1 ms per MiB on the main thread,
- * which is mostly idle). Shared memory: the worker that hashes the pack reads the segments
- * without a copy or a transfer. 1 MiB: the pieces the target writes (WRITE_PIECE_BYTES).
+ * Why not hold the pack in memory until it is sealed: every byte of a pack then sat in memory
+ * touched for the first time, and on this project's VMs a first touch costs a page fault of
+ * ~15 µs per 4 KiB (about 4 ms per MiB, 60 times the copy). In a changed-extent image backup
+ * (60 MiB of new data) the main thread spent ~230 ms faulting in segments while the codec
+ * workers waited for it. A few segments, written and reused, are touched once per run.
+ *
+ * Why copy at all: blobs arrive as views into buffers the codec workers lent (codec-pool.ts,
+ * leases); a lent buffer goes back to its worker as soon as its blobs are copied, instead of
+ * waiting for a write. 1 MiB: the pieces the target writes (WRITE_PIECE_BYTES).
  */
+import { createHash } from 'node:crypto';
+import type { ObjectUpload } from '../../targets/types.js';
+
 export const SEGMENT_BYTES = 1 << 20;
 
-/** Segments of the packs of one writer: taken while a pack fills, given back once it is uploaded. */
+/**
+ * Segments of one writer's packs. Segments still being written are "busy"; `room()` waits while
+ * `maxBusy` are, which bounds the memory a slow target makes the writer hold.
+ */
 export class SegmentPool {
   private readonly free: Buffer[] = [];
+  private busy = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly maxBusy = 8) {}
 
   take(): Buffer {
-    return this.free.pop() ?? Buffer.from(new SharedArrayBuffer(SEGMENT_BYTES));
+    this.busy++;
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(SEGMENT_BYTES);
   }
 
-  give(segments: Buffer[]): void {
-    this.free.push(...segments);
+  give(segment: Buffer): void {
+    this.busy--;
+    this.free.push(segment);
+    if (this.busy < this.maxBusy) for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Resolves once fewer than `maxBusy` segments are taken. */
+  async room(): Promise<void> {
+    while (this.busy >= this.maxBusy) await new Promise<void>((r) => this.waiters.push(r));
   }
 }
 
-export class PackBuffer {
-  private segments: Buffer[] = [];
-  /** Bytes used in the last segment. */
-  private used = SEGMENT_BYTES;
+export class PackStream {
+  private segment: Buffer | undefined;
+  /** Bytes used in `segment`. */
+  private used = 0;
   private total = 0;
+  private readonly sha = createHash('sha256');
+  private readonly writes: Promise<void>[] = [];
+  private failure: unknown;
+  private aborted = false;
 
-  constructor(private readonly pool: SegmentPool) {}
+  /** `onFailure` hears of the first failed write at once (the writer stops taking blobs). */
+  constructor(private readonly upload: ObjectUpload, private readonly pool: SegmentPool, private readonly onFailure: (e: unknown) => void) {}
 
   get bytes(): number {
     return this.total;
@@ -41,29 +66,56 @@ export class PackBuffer {
   /** Copy `data` to the end; the caller may reuse its memory right away. */
   append(data: Uint8Array): void {
     for (let at = 0; at < data.length;) {
-      if (this.used === SEGMENT_BYTES) {
-        this.segments.push(this.pool.take());
-        this.used = 0;
-      }
+      this.segment ??= this.pool.take();
       const n = Math.min(data.length - at, SEGMENT_BYTES - this.used);
-      (this.segments.at(-1) as Buffer).set(data.subarray(at, at + n), this.used);
+      this.segment.set(data.subarray(at, at + n), this.used);
       this.used += n;
       at += n;
+      if (this.used === SEGMENT_BYTES) this.flush();
     }
     this.total += data.length;
   }
 
   /**
-   * Everything appended, as views of the segments in order (the last one trimmed), and the
-   * segments themselves, which the caller gives back to the pool once nothing reads the views.
-   * The buffer is empty again.
+   * Append `tail` (the pack header), wait for every write, and commit the pack under
+   * `key(id)`, where id is the SHA-256 of all its bytes. Returns the id.
    */
-  take(): { parts: Buffer[]; segments: Buffer[] } {
-    const segments = this.segments;
-    const parts = segments.map((s, i) => (i === segments.length - 1 ? s.subarray(0, this.used) : s));
-    this.segments = [];
-    this.used = SEGMENT_BYTES;
-    this.total = 0;
-    return { parts, segments };
+  async finish(tail: Buffer, key: (id: string) => string): Promise<string> {
+    this.flush();
+    this.sha.update(tail);
+    this.track(this.upload.write([tail]));
+    await Promise.all(this.writes);
+    if (this.failure !== undefined) throw this.failure;
+    const id = this.sha.digest('hex');
+    await this.upload.commit(key(id));
+    return id;
+  }
+
+  /** Drop the temp object (after a failure, or when the backup stops). */
+  abort(): Promise<void> {
+    this.aborted = true;
+    if (this.segment) this.pool.give(this.segment);
+    this.segment = undefined;
+    return this.upload.abort();
+  }
+
+  private flush(): void {
+    const segment = this.segment;
+    if (!segment || this.aborted) return;
+    const view = segment.subarray(0, this.used);
+    this.segment = undefined;
+    this.used = 0;
+    this.sha.update(view);
+    // Given back when the write settled either way: the target no longer reads it.
+    this.track(this.upload.write([view]).finally(() => this.pool.give(segment)));
+  }
+
+  private track(w: Promise<void>): void {
+    this.writes.push(w.catch((e: unknown) => {
+      if (this.failure === undefined) {
+        this.failure = e;
+        this.onFailure(e);
+      }
+    }));
   }
 }

@@ -240,25 +240,30 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
     const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
     for (const p of file.packs) if (want.has(p.id) && !entries.has(p.id)) entries.set(p.id, p.blobs);
   }
-  let done = 0;
-  for (const pack of packs) {
-    throwIfAborted(opts.signal);
-    const live = (entries.get(pack) ?? []).filter(([h]) => repo.index.isMarked(h) && repo.index.packOf(h) === pack && !copied.has(h));
-    const bytes = await repo.target.get(Keys.pack(pack));
-    const copies = live.map(([h, o, l, r, c]) => ({ h, r, c, data: Buffer.from(bytes.subarray(o, o + l)) }));
-    const { results } = await codecPool().verifyMany(bytes, live.map(([hash, offset, length, rawLength, codec]) => ({ hash, offset, length, rawLength, codec })));
-    const bad = live.filter((_, k) => !results[k]?.ok);
-    if (bad.length) {
-      throw new IntegrityError(`pack ${pack.slice(0, 12)} holds ${bad.length} damaged live blob(s) - prune stopped before deleting anything`);
+  try {
+    let done = 0;
+    for (const pack of packs) {
+      throwIfAborted(opts.signal);
+      const live = (entries.get(pack) ?? []).filter(([h]) => repo.index.isMarked(h) && repo.index.packOf(h) === pack && !copied.has(h));
+      const bytes = await repo.target.get(Keys.pack(pack));
+      const copies = live.map(([h, o, l, r, c]) => ({ h, r, c, data: Buffer.from(bytes.subarray(o, o + l)) }));
+      const { results } = await codecPool().verifyMany(bytes, live.map(([hash, offset, length, rawLength, codec]) => ({ hash, offset, length, rawLength, codec })));
+      const bad = live.filter((_, k) => !results[k]?.ok);
+      if (bad.length) {
+        throw new IntegrityError(`pack ${pack.slice(0, 12)} holds ${bad.length} damaged live blob(s) - prune stopped before deleting anything`);
+      }
+      for (const c of copies) {
+        await writer.copyStored(c.h, c.data, c.r, c.c);
+        copied.add(c.h);
+      }
+      done++;
+      opts.onProgress?.({ phase: 'repack', doneBytes: done, totalBytes: packs.length });
     }
-    for (const c of copies) {
-      await writer.copyStored(c.h, c.data, c.r, c.c);
-      copied.add(c.h);
-    }
-    done++;
-    opts.onProgress?.({ phase: 'repack', doneBytes: done, totalBytes: packs.length });
+    await writer.finish();
+  } catch (e) {
+    await writer.abandon();
+    throw e;
   }
-  await writer.finish();
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
   return { copied, written: new Set(writer.packsWritten()) };
 }

@@ -6,7 +6,7 @@
  */
 import { errnoCode } from '../../engine/errors.js';
 import { LocalTarget } from '../local/local-target.js';
-import type { BlobInfo, ByteRange, TargetDriver } from '../types.js';
+import type { BlobInfo, ByteRange, ObjectUpload, TargetDriver } from '../types.js';
 import { acquireVolume, type VolumeLease } from './volume.js';
 import { PortalWatchdog } from './watchdog.js';
 import type { IscsiTargetConfig } from './types.js';
@@ -35,6 +35,15 @@ export class IscsiTarget implements TargetDriver {
 
   put(key: string, data: Uint8Array | readonly Uint8Array[], opts?: { replace?: boolean }): Promise<void> {
     return this.guard(() => this.inner.put(key, data, opts));
+  }
+
+  create(what?: string): ObjectUpload {
+    const upload = this.inner.create(what);
+    return {
+      write: (parts) => this.guard(() => upload.write(parts)),
+      commit: (key, opts) => this.guard(() => upload.commit(key, opts)),
+      abort: () => upload.abort(),
+    };
   }
 
   get(key: string, range?: ByteRange): Promise<Buffer> {

@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlobNotFoundError, type BlobInfo, type ByteRange, type TargetDriver, type TargetFactory } from '../types.js';
+import { BlobNotFoundError, type BlobInfo, type ByteRange, type ObjectUpload, type TargetDriver, type TargetFactory } from '../types.js';
 import { TargetFullError, TargetIoError, errnoCode } from '../../engine/errors.js';
 import { WRITE_PIECE_BYTES, fsyncDir } from '../../engine/runtime/fs.js';
 
@@ -25,43 +25,28 @@ export class LocalTarget implements TargetDriver {
 
   constructor(readonly location: string) {}
 
-  async put(key: string, data: Uint8Array | readonly Uint8Array[], opts: { replace?: boolean } = {}): Promise<void> {
-    const dest = this.path(key);
-    const tmpDir = join(this.location, 'tmp');
-    const tmp = join(tmpDir, `${key.replace(/\//g, '_')}.${randomBytes(6).toString('hex')}`);
-    try {
-      await this.mkdirOnce(tmpDir);
-      await this.mkdirOnce(dirname(dest));
-      const h = await fsp.open(tmp, 'wx');
-      try {
-        if (data instanceof Uint8Array) await h.writeFile(data);
-        else await writeAll(h, data);
-        await h.sync();
-      } finally {
-        await h.close();
-      }
-      if (!opts.replace) {
-        // Content-addressed objects: an existing one already holds these exact bytes.
-        try {
-          await fsp.link(tmp, dest);
-          await fsp.unlink(tmp);
-        } catch (e) {
-          if (errnoCode(e) !== 'EEXIST') throw e;
-          await fsp.unlink(tmp);
-          return;
-        }
-      } else {
-        await fsp.rename(tmp, dest);
-      }
-      await fsyncDir(dirname(dest));
-    } catch (e) {
-      // A full filesystem does not always say ENOSPC (a recursive mkdir can report ENOENT):
-      // when the volume has no room left (measured before our temp file is freed), say so.
-      const full = errnoCode(e) !== 'ENOSPC' && (await this.isFull());
-      await fsp.rm(tmp, { force: true }).catch(() => undefined);
-      if (full) throw new TargetFullError(this.location, { cause: e });
-      throw this.wrap(e, `writing ${key}`);
-    }
+  put(key: string, data: Uint8Array | readonly Uint8Array[], opts: { replace?: boolean } = {}): Promise<void> {
+    const upload = this.create(key);
+    return upload.write(data instanceof Uint8Array ? [data] : data).then(() => upload.commit(key, opts), async (e: unknown) => {
+      await upload.abort();
+      throw e;
+    });
+  }
+
+  create(what = 'a new object'): ObjectUpload {
+    const tmp = join(this.location, 'tmp', `${what.replace(/[^\w.-]+/g, '_')}.${randomBytes(6).toString('hex')}`);
+    return new LocalUpload(this, tmp, what);
+  }
+
+  /**
+   * The error to report for a failed write: a full filesystem does not always say ENOSPC (a
+   * recursive mkdir can report ENOENT), so when the volume has no room left (measured before
+   * the temp file is freed), say so.
+   */
+  async writeFailure(e: unknown, what: string): Promise<Error> {
+    if (e instanceof TargetFullError || e instanceof TargetIoError) return e;
+    if (errnoCode(e) !== 'ENOSPC' && (await this.isFull())) return new TargetFullError(this.location, { cause: e });
+    return this.wrap(e, `writing ${what}`);
   }
 
   async get(key: string, range?: ByteRange): Promise<Buffer> {
@@ -177,7 +162,7 @@ export class LocalTarget implements TargetDriver {
     return key ? join(this.location, key) : this.location;
   }
 
-  private async mkdirOnce(dir: string): Promise<void> {
+  async mkdirOnce(dir: string): Promise<void> {
     if (this.dirsMade.has(dir)) return;
     await fsp.mkdir(dir, { recursive: true });
     this.dirsMade.add(dir);
@@ -197,16 +182,92 @@ export class LocalTarget implements TargetDriver {
 }
 
 /**
- * writev in batches of at most WRITE_PIECE_BYTES (and IOV_MAX 1024 parts), continuing after
- * short writes. Larger writes are much slower on some kernels (see WRITE_PIECE_BYTES).
+ * A temp file in <root>/tmp that becomes the object on commit: written at positions handed out
+ * in call order (writes may overlap), then fsync, a hard link (or a rename to replace) into
+ * place and an fsync of the folder.
  */
-async function writeAll(h: FileHandle, parts: readonly Uint8Array[]): Promise<void> {
+class LocalUpload implements ObjectUpload {
+  private readonly handle: Promise<FileHandle>;
+  private position = 0;
+  private readonly writes = new Set<Promise<void>>();
+  private failure: Error | undefined;
+  private closed = false;
+
+  constructor(private readonly t: LocalTarget, private readonly tmp: string, private readonly what: string) {
+    this.handle = t.mkdirOnce(dirname(tmp)).then(() => fsp.open(tmp, 'wx'));
+    this.handle.catch(() => undefined); // reported by write and commit
+  }
+
+  write(parts: readonly Uint8Array[]): Promise<void> {
+    const at = this.position;
+    this.position += parts.reduce((a, p) => a + p.byteLength, 0);
+    const w = this.handle.then((h) => writeAll(h, parts, at)).catch(async (e: unknown) => {
+      this.failure ??= await this.t.writeFailure(e, this.what);
+      throw this.failure;
+    });
+    const tracked = w.catch(() => undefined);
+    this.writes.add(tracked);
+    void tracked.then(() => this.writes.delete(tracked));
+    return w;
+  }
+
+  async commit(key: string, opts: { replace?: boolean } = {}): Promise<void> {
+    const dest = join(this.t.location, key);
+    try {
+      await Promise.all(this.writes);
+      if (this.failure) throw this.failure;
+      const h = await this.handle;
+      await h.sync();
+      this.closed = true;
+      await h.close();
+      await this.t.mkdirOnce(dirname(dest));
+      if (!opts.replace) {
+        // Content-addressed objects: an existing one already holds these exact bytes.
+        try {
+          await fsp.link(this.tmp, dest);
+        } catch (e) {
+          if (errnoCode(e) !== 'EEXIST') throw e;
+          await fsp.unlink(this.tmp);
+          return;
+        }
+        await fsp.unlink(this.tmp);
+      } else {
+        await fsp.rename(this.tmp, dest);
+      }
+      await fsyncDir(dirname(dest));
+    } catch (e) {
+      const err = await this.t.writeFailure(e, key);
+      await this.abort();
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    await Promise.all(this.writes);
+    if (!this.closed) {
+      this.closed = true;
+      await this.handle.then((h) => h.close(), () => undefined).catch(() => undefined);
+    }
+    await fsp.rm(this.tmp, { force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Write `parts` at `position` with writev in batches of at most WRITE_PIECE_BYTES (and IOV_MAX
+ * 1024 parts), continuing after short writes. Larger writes are much slower on some kernels
+ * (see WRITE_PIECE_BYTES).
+ */
+async function writeAll(h: FileHandle, parts: readonly Uint8Array[], position: number): Promise<void> {
   let batch: Uint8Array[] = [];
   let bytes = 0;
   const flush = async (): Promise<void> => {
-    const { bytesWritten } = await h.writev(batch);
-    // After a short write, the rest from the current position (writeFile loops until done).
-    if (bytesWritten < bytes) await h.writeFile(Buffer.concat(batch).subarray(bytesWritten));
+    let { bytesWritten } = await h.writev(batch, position);
+    while (bytesWritten < bytes) {
+      // A short write: the rest, one piece at a time.
+      const rest = Buffer.concat(batch).subarray(bytesWritten);
+      bytesWritten += (await h.write(rest, 0, rest.length, position + bytesWritten)).bytesWritten;
+    }
+    position += bytes;
     batch = [];
     bytes = 0;
   };

@@ -265,15 +265,16 @@ test.serial('temp files of a backup killed mid-write are deleted by prune once t
   const img = join(dir, 'new.img');
   await makeRawImage(img, 96 * MiB, [{ offset: 0, data: seededBytes('killed', 96 * MiB) }]);
   const tmp = join(repo, 'tmp');
-  // Kill the backup while a pack is being written; the write can finish (rename) between
-  // seeing its temp file and the kill landing, so a few attempts may be needed.
+  // Kill the backup while a pack is being written (its temp file exists from its first blob
+  // on); the write can finish (link into place) between seeing its temp file and the kill
+  // landing, so a few attempts may be needed.
   let left: string[] = [];
   for (let attempt = 0; attempt < 6 && left.length === 0; attempt++) {
     const child = startDrctl(['backup', '--repo', repo, '--image', img, '--name', `killed${attempt}`]);
     const done = new Promise<void>((res) => child.on('close', () => res()));
     let exited = false;
     void done.then(() => (exited = true));
-    const packTemp = async () => (await readdir(tmp).catch(() => [] as string[])).some((f) => f.startsWith('data_'));
+    const packTemp = async () => (await readdir(tmp).catch(() => [] as string[])).some((f) => f.includes('pack'));
     while (!exited && !(await packTemp())) await new Promise((r) => setTimeout(r, 2));
     child.kill('SIGKILL');
     await done;

@@ -9,7 +9,7 @@ import { Repository } from '../../../engine/repo/repository.js';
 import { systemSleepClock } from '../../../engine/runtime/clock.js';
 import { runBounded } from '../../../engine/runtime/concurrency.js';
 import { localTarget } from '../../../targets/local/local-target.js';
-import type { TargetDriver } from '../../../targets/types.js';
+import type { ObjectUpload, TargetDriver } from '../../../targets/types.js';
 import { tempDir } from '../../support/tmp.js';
 
 const KiB = 1024;
@@ -20,14 +20,21 @@ test('with a stalled target, the writer accepts at most a few packs of blobs, th
   const inner = await localTarget.open({ path: join(await tempDir(t), 'repo') });
   let release!: () => void;
   const stalled = new Promise<void>((r) => (release = r));
-  let packPuts = 0;
+  let packCommits = 0;
   const target: TargetDriver = Object.assign(Object.create(inner) as TargetDriver, {
-    put: async (key: string, data: Uint8Array | readonly Uint8Array[], opts?: { replace?: boolean }) => {
-      if (key.startsWith('data/')) {
-        packPuts++;
-        await stalled;
-      }
-      return inner.put(key, data, opts);
+    create: (what?: string): ObjectUpload => {
+      const upload = inner.create(what);
+      return {
+        write: (parts) => upload.write(parts),
+        commit: async (key, opts) => {
+          if (key.startsWith('data/')) {
+            packCommits++;
+            await stalled;
+          }
+          return upload.commit(key, opts);
+        },
+        abort: () => upload.abort(),
+      };
     },
   });
   const repo = await Repository.init(target, { clock: systemSleepClock }, { packTargetBytes: PACK });
@@ -46,7 +53,7 @@ test('with a stalled target, the writer accepts at most a few packs of blobs, th
   await new Promise((r) => setTimeout(r, 1000));
   // Two packs uploading, one sealed and waiting, one filling: the rest waits for room.
   t.true(accepted * BLOB <= 4 * PACK, `${accepted} blobs (${(accepted * BLOB) / KiB} KiB) accepted while the target was stalled`);
-  t.is(packPuts, 2, 'two pack uploads in flight');
+  t.is(packCommits, 2, 'two pack uploads in flight');
   release();
   await run;
   t.truthy(await writer.finish());
