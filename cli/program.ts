@@ -2,6 +2,7 @@
  * The drctl command line as a function: builds the commands, runs one, and is the only place
  * that turns errors into messages and exit codes. cli/main.ts wires it to the real process.
  */
+import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isDrError, ExitCode } from '../engine/errors.js';
 import type { CliContext } from './context.js';
@@ -21,6 +22,7 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   const program = new Command('drctl')
     .description('backup and disaster recovery for VMs and files')
     .option('--debug', 'print stack traces of unexpected errors')
+    .version(`drctl ${version()}`, '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) })
     .showHelpAfterError('(run with --help for usage)');
@@ -68,6 +70,11 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
     }
     return reportError(ctx, e, json, argv.includes('--debug'));
   }
+}
+
+/** The version in drctl's package.json (dist/cli/program.js is two levels below it). */
+function version(): string {
+  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 }
 
 function reportError(ctx: CliContext, e: unknown, json: boolean, debug: boolean): number {

@@ -20,6 +20,7 @@ export const commandModules: CommandModule[] = [
   { word: 'init', load: async () => one((await import('./init.js')).initCommand) },
   { word: 'backup', load: async () => one((await import('./backup.js')).backupCommand) },
   { word: 'points', load: async () => one((await import('./points.js')).pointsCommand) },
+  { word: 'ls', load: async () => one((await import('./ls.js')).lsCommand) },
   { word: 'restore', load: async () => one((await import('./restore.js')).restoreCommand) },
   { word: 'check', load: async () => one((await import('./check.js')).checkCommand) },
   { word: 'forget', load: async () => one((await import('./forget.js')).forgetCommand) },
@@ -38,11 +39,13 @@ export const commandModules: CommandModule[] = [
 ];
 
 /**
- * The commands needed to run `argv`: only the module its first word names, or all of them
- * (help, a mistyped command: commander then lists or suggests from the full set).
+ * The commands needed to run `argv`: only the module its first word names, none for
+ * `--version`, or all of them (help, a mistyped command: commander then lists or suggests
+ * from the full set).
  */
 export async function commandsFor(argv: string[]): Promise<AnySpec[]> {
   const word = argv.find((a) => !a.startsWith('-'));
+  if (word === undefined && (argv.includes('--version') || argv.includes('-V'))) return [];
   const mods = commandModules.filter((m) => m.word === word);
   const chosen = mods.length > 0 ? mods : commandModules;
   return (await Promise.all(chosen.map((m) => m.load()))).flat();

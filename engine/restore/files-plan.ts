@@ -49,8 +49,8 @@ export async function planRestore(repo: Repository, point: Point, include: strin
   const restored = new Set(wanted.length ? out.map((i) => i.rel) : []);
   const missing = wanted.filter((w) => w.path !== '' && !restored.has(w.path));
   if (missing.length > 0) {
-    throw new UsageError(`--include ${missing.map((m) => m.raw).join(', ')}: no such path in point ${point.id.slice(0, 12)}`,
-      'paths are relative to the backed-up folder; list them with `drctl ls` or check the spelling');
+    throw new UsageError(`${missing.map((m) => m.raw).join(', ')}: no such path in point ${point.id.slice(0, 12)}`,
+      'paths are relative to the backed-up folder; list them with `drctl ls POINT`');
   }
   return out;
 }

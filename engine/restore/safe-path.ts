@@ -14,7 +14,7 @@ import type { TreeEntry } from '../repo/tree.js';
 export function normalizeInclude(path: string): string {
   const parts = path.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..') || path.includes('\0')) {
-    throw new UsageError(`--include ${path} is not a path inside the point`, 'give a path relative to the backed-up folder, e.g. --include etc/nginx');
+    throw new UsageError(`${path} is not a path inside the point`, 'give a path relative to the backed-up folder, e.g. etc/nginx');
   }
   return parts.join('/');
 }

@@ -30,6 +30,18 @@ test('a missing repository: exit 2, names the path and `drctl init`', async (t) 
   t.regex(line, /drctl init/);
 });
 
+test('--version prints the version of package.json and exits 0; an unknown option exits 2', async (t) => {
+  const pkg = JSON.parse(await readFile(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const r = await drctl([flag]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.stdout.trim(), `drctl ${pkg.version}`);
+  }
+  const bad = await drctl(['--verison']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /unknown option '--verison'/);
+});
+
 test('no --repo and no DRCTL_REPO: exit 2 saying how to give one', async (t) => {
   const r = await drctl(['points']);
   t.is(r.code, 2);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
@@ -47,4 +47,40 @@ test('restore --include to a .tar and a .zip from the command line', async (t) =
   }
   const content = execFileSync('tar', ['-xOf', join(dir, 'out.tar'), 'docs/q3.txt'], { encoding: 'utf8' });
   t.is(content, 'quarter three\n');
+});
+
+test('ls lists what a point holds, and a path it lists restores with --include', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'src');
+  await mkdir(join(src, 'etc', 'nginx'), { recursive: true });
+  await writeFile(join(src, 'etc', 'nginx', 'site.conf'), 'server {}\n');
+  await writeFile(join(src, 'readme.txt'), 'hello\n');
+  await chmod(join(src, 'readme.txt'), 0o640);
+  await utimes(join(src, 'readme.txt'), new Date('2026-03-04T05:06:07Z'), new Date('2026-03-04T05:06:07Z'));
+  await symlink('etc/nginx/site.conf', join(src, 'current'));
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo, '--files', src, '--name', 'web'])).code, 0);
+
+  const all = await drctl(['ls', '--repo', repo, 'latest']);
+  t.is(all.code, 0, all.stderr);
+  t.deepEqual(all.stdout.trim().split('\n'), ['current -> etc/nginx/site.conf', 'etc/', 'etc/nginx/', 'etc/nginx/site.conf', 'readme.txt']);
+
+  const under = await drctl(['ls', '--repo', repo, 'latest', 'etc/nginx']);
+  t.deepEqual(under.stdout.trim().split('\n'), ['etc/nginx/', 'etc/nginx/site.conf'], 'only what is at or under the path');
+
+  const long = await drctl(['ls', '--repo', repo, 'latest', 'readme.txt', '--long']);
+  t.regex(long.stdout.trim(), /^-rw-r-----\s+\d+:\d+\s+6\s+2026-03-04T05:06:07Z\s+readme\.txt$/);
+
+  const listed = json<{ path: string; type: string; size: number; mtime: string }[]>(await drctl(['ls', '--repo', repo, 'latest', '--json']));
+  const readme = listed.find((e) => e.path === 'readme.txt');
+  t.deepEqual([readme?.type, readme?.size, readme?.mtime], ['file', 6, '2026-03-04T05:06:07.000Z']);
+  const file = listed.find((e) => e.type === 'file' && e.path.endsWith('.conf'))?.path as string;
+  const out = join(dir, 'out');
+  t.is((await drctl(['restore', '--repo', repo, 'latest', '--include', file, '--to', out])).code, 0);
+  t.is(await readFile(join(out, 'etc', 'nginx', 'site.conf'), 'utf8'), 'server {}\n');
+
+  const missing = await drctl(['ls', '--repo', repo, 'latest', 'etc/apache2']);
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /etc\/apache2: no such path/);
 });
