@@ -85,8 +85,8 @@ export function findCut(buf: Uint8Array, params: CdcParams): number {
  * is final (the scan stops at the first match and sees nothing past it), and so is a cut at
  * `maxBytes`; the undecided rest is cut again once more data follows. With `eof`, `buf` is the
  * end of the input and every byte is cut. Lets a reader that cannot keep the undecided tail
- * (a worker reading one window of a file) resume at the last cut and get the boundaries
- * chunkStream gives.
+ * (a worker reading one window of a file) resume at the last cut and get the boundaries one
+ * pass over the whole input gives.
  */
 export function decidedCuts(buf: Uint8Array, params: CdcParams, eof: boolean): number[] {
   const p = prepare(params);
@@ -153,85 +153,4 @@ function scan(buf: Uint8Array, warm: number, from: number, to: number, mask: num
     if ((h & mask) === 0) return i + 1;
   }
   return -1;
-}
-
-/**
- * The undecided tail of a stream in a window of 2 × maxBytes. Data is written straight into
- * `space()`; every chunk handed out is a view into a window that is never written again, so
- * consumers may keep chunks (the blob writer packs them) without copying. When the window is
- * full, the undecided bytes (< maxBytes) move to a fresh one.
- */
-class Window {
-  private win: Buffer;
-  private start = 0;
-  private end = 0;
-
-  /** `sizeHint`: expected input length, so a small file does not reserve 2 × maxBytes. */
-  constructor(private readonly p: Prepared, sizeHint = Infinity) {
-    this.win = Buffer.allocUnsafeSlow(Math.max(Math.min(2 * p.max, sizeHint), 1 << 20));
-  }
-
-  space(): Buffer {
-    if (this.end === this.win.length) {
-      const next = Buffer.allocUnsafeSlow(Math.max(2 * this.p.max, 1 << 20));
-      this.win.copy(next, 0, this.start, this.end);
-      this.end -= this.start;
-      this.start = 0;
-      this.win = next;
-    }
-    return this.win.subarray(this.end);
-  }
-
-  commit(n: number): void {
-    this.end += n;
-  }
-
-  /** The next chunk once it is decided: maxBytes are buffered, or the input ended. */
-  next(eof: boolean): Buffer | undefined {
-    const avail = this.end - this.start;
-    if (avail === 0 || (avail < this.p.max && !eof)) return undefined;
-    const len = cut(this.win, this.start, this.end, this.p);
-    const chunk = this.win.subarray(this.start, this.start + len);
-    this.start += len;
-    return chunk;
-  }
-}
-
-/** Cut a byte stream into content-defined chunks (pieces of any size are copied into the window). */
-export async function* chunkStream(src: AsyncIterable<Uint8Array>, params: CdcParams): AsyncIterable<Buffer> {
-  const w = new Window(prepare(params));
-  let c: Buffer | undefined;
-  for await (const piece of src) {
-    let off = 0;
-    while (off < piece.length) {
-      const space = w.space();
-      const n = Math.min(piece.length - off, space.length);
-      space.set(piece.subarray(off, off + n));
-      w.commit(n);
-      off += n;
-      while ((c = w.next(false))) yield c;
-    }
-  }
-  while ((c = w.next(true))) yield c;
-}
-
-/**
- * Like chunkStream, but `read(buf)` fills the window directly (returns bytes read, 0 at the
- * end), which saves a copy of every byte when chunking files. With `sizeHint` (the file
- * size) the first window is no larger than needed: a 16 MiB window per 2 MiB file is mostly
- * untouched memory, but V8 counts it as external memory and collects garbage sooner.
- */
-export async function* chunkReads(read: (buf: Buffer) => Promise<number>, params: CdcParams, opts: { readBytes?: number; sizeHint?: number } = {}): AsyncIterable<Buffer> {
-  const readBytes = opts.readBytes ?? 4 << 20;
-  // +1: a read that finds the end of a file of exactly sizeHint bytes still has room.
-  const w = new Window(prepare(params), opts.sizeHint === undefined ? undefined : opts.sizeHint + 1);
-  let c: Buffer | undefined;
-  for (;;) {
-    const space = w.space();
-    const n = await read(space.length > readBytes ? space.subarray(0, readBytes) : space);
-    if (n === 0) break;
-    w.commit(n);
-    while ((c = w.next(false))) yield c;
-  }
-  while ((c = w.next(true))) yield c;
 }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { chunkReads, chunkStream, decidedCuts, findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
+import { decidedCuts, findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
 import { bytes } from './fixtures.js';
 
 const P: CdcParams = { minBytes: 2048, avgBytes: 8192, maxBytes: 32768, seed: 7 };
@@ -14,17 +14,6 @@ function cutAll(buf: Buffer, p: CdcParams): Buffer[] {
   return out;
 }
 
-async function collect(src: AsyncIterable<Buffer>): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  for await (const c of src) out.push(Buffer.from(c));
-  return out;
-}
-
-async function* pieces(buf: Buffer, size: number): AsyncIterable<Buffer> {
-  for (let off = 0; off < buf.length; off += size) yield buf.subarray(off, off + size);
-}
-
-/** The textbook loop: one byte at a time, no word reads — the reference for the fast scan. */
 function referenceCuts(buf: Buffer, p: CdcParams): number[] {
   // Must mirror the gear table and masks of chunker-cdc.ts.
   const gear = new Int32Array(256);
@@ -84,24 +73,6 @@ test('all-zero data is cut at maxBytes', (t) => {
   t.deepEqual(chunks.map((c) => c.length), [32768, 32768, 32768, 100_000 - 3 * 32768]);
 });
 
-test('chunkStream and chunkReads give the same chunks as findCut, whatever the piece sizes', async (t) => {
-  const data = bytes(500_000, 3);
-  const expected = cutAll(data, P).map((c) => c.length);
-  for (const size of [1000, 4096, 65536, 1 << 20]) {
-    t.deepEqual((await collect(chunkStream(pieces(data, size), P))).map((c) => c.length), expected, `pieces of ${size}`);
-    let pos = 0;
-    const read = async (buf: Buffer) => {
-      const n = Math.min(buf.length, size, data.length - pos);
-      data.copy(buf, 0, pos, pos + n);
-      pos += n;
-      return n;
-    };
-    const got = await collect(chunkReads(read, P, { readBytes: size, sizeHint: data.length }));
-    t.deepEqual(got.map((c) => c.length), expected, `reads of ${size}`);
-    t.true(Buffer.concat(got).equals(data));
-  }
-});
-
 test('decidedCuts, resumed at the last cut of each window, cuts where one pass over the input does', (t) => {
   const inputs = [bytes(700_000, 7), Buffer.alloc(200_000), Buffer.concat([bytes(100_000, 8), Buffer.alloc(100_000), bytes(100_000, 9)])];
   for (const [k, data] of inputs.entries()) {
@@ -131,13 +102,6 @@ test('decidedCuts leaves an undecided tail for the next window, and cuts it at t
   t.true(decided.reduce((a, b) => a + b, 0) < part.length);
   t.deepEqual(decided, all.slice(0, decided.length));
   t.deepEqual(decidedCuts(Buffer.alloc(0), P, true), []);
-});
-
-test('chunks handed out stay intact while later input is chunked', async (t) => {
-  const data = bytes(300_000, 4);
-  const kept: Buffer[] = [];
-  for await (const c of chunkStream(pieces(data, 7000), P)) kept.push(c); // views, not copies
-  t.true(Buffer.concat(kept).equals(data));
 });
 
 test('an insertion near the start changes only the first chunks; boundaries resync', (t) => {
