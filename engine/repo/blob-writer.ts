@@ -9,7 +9,7 @@ import { encode, hashOwned } from './codec.js';
 import { packTail, type BlobEntry } from './pack.js';
 import { PackStream, SegmentPool } from './pack-buffer.js';
 import { codecPool } from './codec-pool.js';
-import { encodeIndexFile, type BlobIndex } from './index-store.js';
+import { CompactEntries, encodeIndexFile, type BlobIndex } from './index-store.js';
 import type { TargetDriver } from '../../targets/types.js';
 
 export interface WriteStats {
@@ -34,7 +34,8 @@ export class BlobWriter {
   private entries: BlobEntry[] = [];
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly uploads = new Set<Promise<void>>();
-  private readonly written: { id: string; blobs: BlobEntry[] }[] = [];
+  /** The packs this writer stored, for its index file. */
+  private readonly written: { id: string; blobs: CompactEntries }[] = [];
   private failure: unknown;
   private batch: { raw: Buffer; resolve: (r: { data: Buffer; codec: number }) => void; reject: (e: unknown) => void }[] = [];
   private batchBytes = 0;
@@ -187,7 +188,7 @@ export class BlobWriter {
     }
     const upload = (async () => {
       const id = await pack.finish(packTail(entries), Keys.pack);
-      this.written.push({ id, blobs: entries });
+      this.written.push({ id, blobs: new CompactEntries(entries) });
       this.stats.packsWritten++;
       // From now on the in-memory index answers for these blobs; the index *file* that makes
       // them visible to other processes is written by finish(), after every pack is durable.
@@ -222,7 +223,9 @@ export class BlobWriter {
     await Promise.all(this.uploads);
     this.throwIfFailed();
     if (this.written.length === 0) return undefined;
-    const { id, bytes } = await encodeIndexFile(this.written);
+    const { id, bytes } = await encodeIndexFile((function* (written) {
+      for (const w of written) yield { id: w.id, blobs: w.blobs.toEntries() };
+    })(this.written));
     await this.target.put(Keys.index(id), bytes);
     this.index.files.add(id);
     return id;

@@ -37,12 +37,21 @@ export class SegmentPool {
   give(segment: Buffer): void {
     this.busy--;
     this.free.push(segment);
-    if (this.busy < this.maxBusy) for (const w of this.waiters.splice(0)) w();
+    this.wake();
   }
 
-  /** Resolves once fewer than `maxBusy` segments are taken. */
+  /**
+   * Resolves once fewer than `maxBusy` segments are taken. Waiters go one at a time: the next
+   * one is woken only after this one's append had its turn (and took what it needed), else all
+   * would pass at once and take a segment each.
+   */
   async room(): Promise<void> {
     while (this.busy >= this.maxBusy) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.waiters.length > 0) setImmediate(() => this.wake());
+  }
+
+  private wake(): void {
+    if (this.busy < this.maxBusy) this.waiters.shift()?.();
   }
 }
 

@@ -153,11 +153,16 @@ test.serial('a backup running during prune is not blocked; prune waits for it an
   const repo = await copyOfTemplate(t);
   const dir = await tempDir(t, 'drctl-prune-big-');
   // A long backup whose first 40 MiB are generation 0 (forgotten: its packs are prune's to
-  // drop), followed by fresh data so it runs for a few seconds.
+  // drop), followed by 768 MiB of new chunks so it outlasts prune's first phase by seconds
+  // (each 256 KiB chunk of a random block made unique by its number).
   const big = join(dir, 'big.img');
   await cp(gen0Image, big);
   const fh = await open(big, 'a');
-  for (let k = 0; k < 16; k++) await fh.write(seededBytes(`big${k}`, 16 * MiB));
+  const block = seededBytes('big', 16 * MiB);
+  for (let k = 0; k < 48; k++) {
+    for (let at = 0; at < block.length; at += 256 * 1024) block.writeUInt32LE(k, at);
+    await fh.write(block);
+  }
   await fh.close();
   const bigSha = await sha256File(big);
 

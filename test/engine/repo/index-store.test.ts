@@ -1,0 +1,77 @@
+/**
+ * The in-memory index is a hash table of typed arrays keyed by hash bytes: it must answer like
+ * the Map of hex strings it replaced, across its growth, and index files must round-trip
+ * through it and refuse damaged entries.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { compress } from 'zstd-napi';
+import { BlobIndex, CompactEntries, decodeIndexFile, encodeIndexFile } from '../../../engine/repo/index-store.js';
+import type { BlobEntry } from '../../../engine/repo/pack.js';
+
+const hashOf = (n: number): string => createHash('sha256').update(`blob ${n}`).digest('hex');
+const packOf = (n: number): string => createHash('sha256').update(`pack ${n}`).digest('hex');
+
+test('50,000 blobs in 500 packs: every lookup answers as a Map would, through every growth of the table', (t) => {
+  const index = new BlobIndex();
+  const want = new Map<string, { pack: string; offset: number; length: number; rawLength: number; codec: number }>();
+  for (let p = 0; p < 500; p++) {
+    const blobs: BlobEntry[] = [];
+    for (let k = 0; k < 100; k++) {
+      const n = p * 100 + k;
+      const e: BlobEntry = [hashOf(n), k * 70_000, 60_000 + k, 262_144, n % 2];
+      blobs.push(e);
+      want.set(e[0], { pack: packOf(p), offset: e[1], length: e[2], rawLength: e[3], codec: e[4] });
+    }
+    // The same blob in a later pack (a killed backup's copy): the first location stays.
+    if (p > 0) blobs.push([hashOf(0), 99, 1, 1, 0]);
+    index.addPack(packOf(p), blobs);
+  }
+  t.is(index.size, 50_000);
+  let wrong = 0;
+  for (const [hash, loc] of want) {
+    const got = index.get(hash);
+    if (!index.has(hash) || index.packOf(hash) !== loc.pack || JSON.stringify(got) !== JSON.stringify(loc)) wrong++;
+  }
+  t.is(wrong, 0, 'every blob found at its first location');
+  for (const absent of [hashOf(-1), hashOf(50_000), 'not a hash', hashOf(1).toUpperCase().slice(0, 63) + 'g', '']) {
+    t.false(index.has(absent), absent);
+    t.is(index.get(absent), undefined);
+  }
+  // Prune's mark phase.
+  t.true(index.mark(hashOf(7)));
+  t.false(index.mark(hashOf(7)), 'marked once');
+  t.false(index.mark(hashOf(-1)), 'not indexed');
+  t.true(index.isMarked(hashOf(7)));
+  t.false(index.isMarked(hashOf(8)));
+  // Grouped by pack, every blob once.
+  let total = 0;
+  for (const [pack, blobs] of index.entriesByPack()) {
+    total += blobs.length;
+    for (const [hash, loc] of blobs) if (want.get(hash)?.pack !== pack || loc.pack !== pack) wrong++;
+  }
+  t.is(total, 50_000);
+  t.is(wrong, 0);
+  index.clear();
+  t.is(index.size, 0);
+  t.false(index.has(hashOf(7)));
+  index.addPack(packOf(1), [[hashOf(1), 0, 10, 10, 0]]);
+  t.is(index.get(hashOf(1))?.length, 10, 'usable again after clear');
+});
+
+test('an index file round-trips, and one with a damaged entry is refused', async (t) => {
+  const packs = [
+    { id: packOf(1), blobs: [[hashOf(1), 0, 100, 200, 1], [hashOf(2), 100, 50, 50, 0]] as BlobEntry[] },
+    { id: packOf(2), blobs: [[hashOf(3), 0, 7, 7, 0]] as BlobEntry[] },
+  ];
+  const { id, bytes } = await encodeIndexFile(packs);
+  t.is(id, createHash('sha256').update(bytes).digest('hex'));
+  t.deepEqual((await decodeIndexFile(bytes)).packs, packs);
+  const compact = new CompactEntries(packs[0]!.blobs);
+  t.deepEqual(compact.toEntries(), packs[0]!.blobs);
+
+  for (const bad of [[hashOf(1), -1, 1, 1, 0], ['zz', 0, 1, 1, 0], [hashOf(1), 0, 1, 1], [hashOf(1), 0, 2 ** 33, 1, 0]]) {
+    const damaged = compress(Buffer.from(JSON.stringify({ v: 1, packs: [{ id: packOf(1), blobs: [bad] }] })));
+    await t.throwsAsync(decodeIndexFile(damaged), { message: /damaged/ }, JSON.stringify(bad));
+  }
+});
