@@ -57,10 +57,12 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
   for await (const info of repo.target.list('data/')) onDisk.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
 
   const bad = new Set<string>(); // blob hashes that cannot be read back
-  const groups = [...repo.index.entriesByPack()];
+  // Two passes over the index, a pack at a time: it is not turned into strings all at once.
+  const indexed = new Set<string>();
   let blobs = 0;
   let totalBytes = 0;
-  for (const [pack, entries] of groups) {
+  for (const [pack, entries] of repo.index.entriesByPack()) {
+    indexed.add(pack);
     blobs += entries.length;
     totalBytes += onDisk.get(pack) ?? 0;
     const size = onDisk.get(pack);
@@ -73,17 +75,21 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
       for (const [h, l] of entries) if (l.offset + l.length > size) bad.add(h);
     }
   }
-  const indexed = new Set(groups.map(([p]) => p));
   const unindexedPacks = [...onDisk.keys()].filter((p) => !indexed.has(p)).length;
 
   let bytesRead = 0;
   if (opts.readData) {
-    const jobs = groups.filter(([pack]) => onDisk.has(pack)).map(([pack, entries]) => async () => {
-      const n = await readPack(repo, pack, entries, bad, problems);
-      bytesRead += n;
-      opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
-    });
-    await runBounded(jobs, 3, opts.signal);
+    const jobs = function* (): Iterable<() => Promise<void>> {
+      for (const [pack, entries] of repo.index.entriesByPack()) {
+        if (!onDisk.has(pack)) continue;
+        yield async () => {
+          const n = await readPack(repo, pack, entries, bad, problems);
+          bytesRead += n;
+          opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
+        };
+      }
+    };
+    await runBounded(jobs(), 3, opts.signal);
   }
 
   const isBad = (h: string) => bad.has(h) || !repo.index.has(h);
@@ -99,7 +105,7 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
   return {
     ok: problems.length === 0,
     points: points.length,
-    packs: groups.length,
+    packs: indexed.size,
     blobs,
     readData: !!opts.readData,
     bytesRead,

@@ -120,19 +120,39 @@ export class BlobIndex {
     return [...this.packIds];
   }
 
-  /** Every blob with its location, grouped by pack (for check --read-data and prune). */
+  /**
+   * Every blob with its location, one pack at a time (for check and prune). Only the pack
+   * being yielded is turned into strings and objects: a table of slot numbers sorted by pack
+   * (4 bytes per blob) is all that is held for the rest.
+   */
   *entriesByPack(): Iterable<[string, [string, BlobLocation][]]> {
-    const groups = new Map<number, [string, BlobLocation][]>();
-    const bytes = Buffer.from(this.keys.buffer, this.keys.byteOffset, this.keys.byteLength);
+    const packs = this.packIds.length;
+    const start = new Uint32Array(packs + 1); // start[p]: where pack p's slots begin in `order`
     for (let i = 0; i < this.capacity; i++) {
       const p1 = this.packs1[i] as number;
-      if (p1 === 0) continue;
-      let g = groups.get(p1 - 1);
-      if (!g) groups.set(p1 - 1, (g = []));
-      const hash = bytes.toString('hex', i * KEY_WORDS * 4, (i + 1) * KEY_WORDS * 4);
-      g.push([hash, { pack: this.packIds[p1 - 1] as string, offset: this.offsets[i] as number, length: this.lengths[i] as number, rawLength: this.rawLengths[i] as number, codec: this.codecs[i] as number }]);
+      if (p1 !== 0) start[p1] = (start[p1] as number) + 1;
     }
-    for (const [p, g] of groups) yield [this.packIds[p] as string, g];
+    for (let p = 0; p < packs; p++) start[p + 1] = (start[p + 1] as number) + (start[p] as number);
+    const order = new Uint32Array(this.count);
+    const next = start.slice(0, packs);
+    for (let i = 0; i < this.capacity; i++) {
+      const p1 = this.packs1[i] as number;
+      if (p1 !== 0) order[next[p1 - 1]!++] = i;
+    }
+    const bytes = Buffer.from(this.keys.buffer, this.keys.byteOffset, this.keys.byteLength);
+    for (let p = 0; p < packs; p++) {
+      const from = start[p] as number;
+      const to = start[p + 1] as number;
+      if (from === to) continue;
+      const pack = this.packIds[p] as string;
+      const group: [string, BlobLocation][] = [];
+      for (let k = from; k < to; k++) {
+        const i = order[k] as number;
+        const hash = bytes.toString('hex', i * KEY_WORDS * 4, (i + 1) * KEY_WORDS * 4);
+        group.push([hash, { pack, offset: this.offsets[i] as number, length: this.lengths[i] as number, rawLength: this.rawLengths[i] as number, codec: this.codecs[i] as number }]);
+      }
+      yield [pack, group];
+    }
   }
 
   private get capacity(): number {

@@ -195,13 +195,19 @@ test.serial('a backup running during prune is not blocked; prune waits for it an
 
 test.serial('kill -9 of prune at 12 moments: check passes, every kept point restores, the next prune finishes the job', async (t) => {
   if (!requireTools(t, 'qemu-img') || !ready) return;
-  // How long a whole prune takes here (process start included), to spread the kills over it.
-  const probe = await copyOfTemplate(t);
-  const t0 = Date.now();
-  const full = await drctl(['prune', '--repo', probe, '--repack-threshold', '10']);
-  t.is(full.code, 0, full.stderr);
-  const fullMs = Date.now() - t0;
-  const probeBytes = await repoBytes(probe, false);
+  // How long a whole prune takes here (process start included), to spread the kills over it:
+  // the faster of two runs (the first can be slowed by a cold start or the test next door).
+  let fullMs = Infinity;
+  let probeBytes = 0;
+  for (let k = 0; k < 2; k++) {
+    const probe = await copyOfTemplate(t);
+    const t0 = Date.now();
+    const full = await drctl(['prune', '--repo', probe, '--repack-threshold', '10']);
+    t.is(full.code, 0, full.stderr);
+    fullMs = Math.min(fullMs, Date.now() - t0);
+    probeBytes = await repoBytes(probe, false);
+    await rm(probe, { recursive: true, force: true });
+  }
   t.log(`a whole prune takes ${fullMs} ms`);
   const trials = 12;
   let killedMidway = 0;
