@@ -128,7 +128,7 @@ async function main(): Promise<void> {
   console.log(`\nverify: restored disk image ${imgSame ? 'is byte-identical' : 'DIFFERS'} (${imgOut})`);
   console.log(`verify: restored folder ${filesSame ? `is identical (${a.size} entries)` : 'DIFFERS'} (${filesOut})`);
   if (!imgSame || !filesSame) process.exit(1);
-  console.log(`\nDone. Everything lives in ${base}:\n  config/   the policy and target (edit them, check with \`drctl policy validate\`)\n  repo/     the repository (point manifests in repo/points/)\n  state/    the catalog of jobs and points\n  samples/  what was backed up\n  restore/  what was restored\nTry: node ${relative(process.cwd(), DRCTL)} policy plan ${relative(process.cwd(), join(config, 'policies', 'quickstart.yaml'))}   # what the policy keeps over a year\n     node ${relative(process.cwd(), DRCTL)} daemon                                          # run it every 4 hours`);
+  console.log(`\nDone. Everything lives in ${base}:\n  config/   the policy and target (edit them, check with \`drctl policy validate\`)\n  repo/     the repository (point manifests in repo/points/)\n  state/    the catalog of jobs and points\n  samples/  what was backed up\n  restore/  what was restored\nTry: node ${relative(process.cwd(), DRCTL)} policy plan ${relative(process.cwd(), join(config, 'policies', 'quickstart.yaml'))}   # what the policy keeps over a year\n     node ${relative(process.cwd(), DRCTL)} ls --repo ${relative(process.cwd(), repo)} latest --name sample-files -l            # what a point holds, to restore one file with --include\n     node ${relative(process.cwd(), DRCTL)} daemon                                          # run it every 4 hours`);
 }
 
 await main();
