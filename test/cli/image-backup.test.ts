@@ -50,6 +50,21 @@ test('raw image round trip is byte-identical and holes stay holes', async (t) =>
   t.true(st.blocks * 512 < 20 * MiB, `restored image is not sparse: ${st.blocks * 512} bytes allocated`);
 });
 
+test('ls of a VM-level point lists its disk with size and source format; a path is refused', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, img } = await setup(t);
+  const q = join(dir, 'web01.qcow2');
+  toQcow2(img, q, false);
+  await backup(t, ['--repo', repo, '--image', q, '--name', 'web01']);
+  const r = await drctl(['ls', '--repo', repo, 'latest', '--name', 'web01']);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout.trim(), 'web01.qcow2  64.0 MiB  qcow2');
+  t.deepEqual(json<unknown[]>(await drctl(['ls', '--repo', repo, 'latest', '--json'])), [{ disk: 'web01.qcow2', sizeBytes: 64 * MiB, format: 'qcow2' }]);
+  const path = await drctl(['ls', '--repo', repo, 'latest', 'etc']);
+  t.is(path.code, 2);
+  t.regex(path.stderr, /VM-level point: it holds disks, not paths/);
+});
+
 test('qcow2 images restore to their raw content (direct and compressed-cluster paths)', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
   const { dir, repo, img } = await setup(t);
