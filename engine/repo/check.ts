@@ -13,9 +13,10 @@ import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { BlobNotFoundError } from '../../targets/types.js';
+import { TargetIoError, errnoCode } from '../errors.js';
 
 export interface CheckProblem {
-  kind: 'damaged-index' | 'damaged-point' | 'missing-pack' | 'truncated-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob';
+  kind: 'damaged-index' | 'damaged-point' | 'missing-pack' | 'truncated-pack' | 'unreadable-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob';
   object: string;
   message: string;
 }
@@ -115,7 +116,32 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
   };
 }
 
+/**
+ * Read and verify one pack. A pack the volume cannot read (EIO: a bad sector under it) is
+ * damage like a flipped byte: reported with the points it affects while the other packs are
+ * still checked. Other read errors (the target as a whole is gone) stop the check.
+ */
 async function readPack(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {
+  try {
+    return await readPackOnce(repo, pack, entries, bad, problems);
+  } catch (e) {
+    if (!(e instanceof TargetIoError) || !causedBy(e, 'EIO')) throw e;
+    for (const [h] of entries) bad.add(h);
+    problems.push({ kind: 'unreadable-pack', object: Keys.pack(pack),
+      message: `pack ${pack.slice(0, 12)} cannot be read: the volume returned an I/O error (check the disk: kernel log, dmesg)` });
+    return 0;
+  }
+}
+
+/** Whether `e` or an error in its cause chain carries the errno `code`. */
+function causedBy(e: unknown, code: string): boolean {
+  for (let c: unknown = e, depth = 0; c && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
+    if (errnoCode(c) === code) return true;
+  }
+  return false;
+}
+
+async function readPackOnce(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {
   const refs = entries.map(([hash, l]) => ({ offset: l.offset, length: l.length, codec: l.codec, rawLength: l.rawLength, hash }));
   const key = Keys.pack(pack);
   const local = repo.target.localPath?.(key);

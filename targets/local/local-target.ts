@@ -176,6 +176,10 @@ export class LocalTarget implements TargetDriver {
         'the filesystem was remounted read-only (often after I/O errors): check the volume, then re-attach it', { cause: e });
     }
     const msg = e instanceof Error ? e.message : String(e);
+    if (code === 'EIO') {
+      return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
+        'the volume returned an I/O error: check the disk (kernel log, dmesg); `drctl check --read-data` names the points it affects', { cause: e });
+    }
     return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
       'check that the volume is mounted and healthy', { cause: e });
   }

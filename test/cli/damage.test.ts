@@ -167,3 +167,60 @@ test('a target that runs out of space: exit 1 naming it, nothing committed, olde
   await restores(t, repo, first.id, join(dir, 'small-out.img'), small);
   t.deepEqual(await readdir(join(repo, 'tmp')), [], 'no temp files left behind');
 });
+
+test('a bad sector under a pack: restore of its point fails in one line naming the pack and EIO; check --read-data names that point and checks the rest', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'qemu-storage-daemon', 'mkfs.ext4', 'debugfs', 'mount', 'umount')) return;
+  if (process.getuid?.() !== 0) {
+    if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail('needs root to loop-mount a filesystem');
+    else t.pass();
+    return;
+  }
+  const { execFileSync } = await import('node:child_process');
+  const { mkdir } = await import('node:fs/promises');
+  const { faultyImage } = await import('../support/faulty-disk.js');
+  const dir = await tempDir(t);
+  const vol = join(dir, 'vol.img');
+  const mnt = join(dir, 'mnt');
+  execFileSync('truncate', ['-s', '64M', vol]);
+  execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', vol]);
+  await mkdir(mnt);
+  execFileSync('mount', ['-o', 'loop', vol, mnt]);
+  const repo = join(mnt, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const a = join(dir, 'a.img');
+  const b = join(dir, 'b.img');
+  await makeRawImage(a, 4 * MiB, [{ offset: 0, data: seededBytes('a', 4 * MiB) }]);
+  await makeRawImage(b, 4 * MiB, [{ offset: 0, data: seededBytes('b', 4 * MiB) }]);
+  const pa = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', a, '--name', 'a', '--json']));
+  const before = await packs(repo);
+  const pb = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', b, '--name', 'b', '--json']));
+  const bPack = (await packs(repo)).filter((p) => !before.includes(p))[0] as string;
+  const key = bPack.slice(repo.length + 1);
+  execFileSync('umount', [mnt]);
+  // Where b's pack sits on the volume: a read error from its second block on.
+  const block = Number(execFileSync('debugfs', ['-R', `bmap /repo/${key} 1`, vol], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+  t.true(block > 0, `block of ${key}: ${block}`);
+  const faulty = await faultyImage(t, dir, vol, block * 4096, { writable: true });
+  execFileSync('mount', ['-o', 'loop', faulty, mnt]);
+  t.teardown(() => { execFileSync('umount', [mnt]); }); // before the export goes (teardowns run last first)
+
+  const r = await drctl(['restore', '--repo', repo, pb.id, '--to', join(dir, 'b-out.img')]);
+  t.is(r.code, 1);
+  const line = r.stderr.trim();
+  t.false(line.includes('\n'), line);
+  t.true(line.includes(key), line);
+  t.regex(line, /EIO/);
+  t.regex(line, /I\/O error: check the disk/);
+  t.notRegex(line, /bug/);
+
+  const ok = await drctl(['restore', '--repo', repo, pa.id, '--to', join(dir, 'a-out.img')]);
+  t.is(ok.code, 0, ok.stderr);
+  t.true((await readFile(join(dir, 'a-out.img'))).equals(await readFile(a)), 'the other point restores byte-identical');
+
+  const c = await drctl(['check', '--repo', repo, '--read-data', '--json']);
+  t.is(c.code, 1, c.stderr);
+  const report = json<Report>(c);
+  t.deepEqual(report.affected.map((x) => x.id), [pb.id], 'exactly the point whose pack cannot be read');
+  t.true(report.problems.some((p) => p.kind === 'unreadable-pack' && p.message.includes(key.slice(-64, -52))), JSON.stringify(report.problems));
+});
+

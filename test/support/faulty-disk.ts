@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sh } from './tools.js';
 
-export async function faultyImage(t: ExecutionContext, dir: string, raw: string, failFromByte: number): Promise<string> {
+/**
+ * `writable`: the export takes writes too (a volume a repository lives on: locks are written);
+ * reads of the failing part still fail.
+ */
+export async function faultyImage(t: ExecutionContext, dir: string, raw: string, failFromByte: number, opts: { writable?: boolean } = {}): Promise<string> {
+  const ro = !opts.writable;
   const qcow2 = join(dir, 'faulty.qcow2');
   sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
   // Where the guest offset lives in the qcow2 file: blkdebug rules name host sectors.
@@ -22,10 +27,10 @@ export async function faultyImage(t: ExecutionContext, dir: string, raw: string,
   const exported = join(dir, 'faulty.img');
   await writeFile(exported, '');
   const blockdev = {
-    driver: 'qcow2', 'node-name': 'disk', 'read-only': true,
-    file: { driver: 'blkdebug', image: { driver: 'file', filename: qcow2, 'read-only': true }, 'inject-error': [{ event: 'read_aio', errno: 5, sector, once: false }] },
+    driver: 'qcow2', 'node-name': 'disk', 'read-only': ro,
+    file: { driver: 'blkdebug', image: { driver: 'file', filename: qcow2, 'read-only': ro }, 'inject-error': [{ event: 'read_aio', errno: 5, sector, once: false }] },
   };
-  const qsd = spawn('qemu-storage-daemon', ['--blockdev', JSON.stringify(blockdev), '--export', `type=fuse,id=e,node-name=disk,mountpoint=${exported},writable=off`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const qsd = spawn('qemu-storage-daemon', ['--blockdev', JSON.stringify(blockdev), '--export', `type=fuse,id=e,node-name=disk,mountpoint=${exported},writable=${ro ? 'off' : 'on'}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   qsd.stderr.on('data', (b: Buffer) => (log += b.toString()));
   t.teardown(async () => {
