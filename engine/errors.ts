@@ -92,8 +92,7 @@ export class SourceError extends DrError {
   readonly code = 'SOURCE_UNREADABLE';
   readonly exitCode = ExitCode.usage;
   constructor(path: string, why: string, options?: { cause?: unknown }) {
-    const io = (options?.cause as { code?: unknown } | undefined)?.code === 'EIO';
-    super(`cannot read source ${path} - ${why}`, io
+    super(`cannot read source ${path} - ${why}`, hasErrno(options?.cause, 'EIO')
       ? 'the storage under it returned an I/O error: check that disk or volume (kernel log, dmesg), then run the backup again; older points are intact'
       : 'check the path and that drctl may read it (permissions, the file is not in use exclusively)', options);
   }
@@ -154,6 +153,14 @@ export class InterruptedError extends DrError {
 
 export function isDrError(e: unknown): e is DrError {
   return e instanceof DrError;
+}
+
+/** Whether `e` or an error in its `cause` chain carries the errno `code` ('EIO'). */
+export function hasErrno(e: unknown, code: string): boolean {
+  for (let c: unknown = e, depth = 0; c && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
+    if (errnoCode(c) === code) return true;
+  }
+  return false;
 }
 
 /** errno code of a Node system error, if any. */

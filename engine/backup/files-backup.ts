@@ -71,14 +71,7 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
   }
   const parent = opts.parent ?? (await findParent(repo, opts.name, rootPath));
   const run = new FolderBackup(repo, repo.newWriter(), opts, parent);
-  let tree: string;
-  try {
-    tree = await run.run(rootPath, names, parent?.tree);
-    await run.writer.finish();
-  } catch (e) {
-    await run.writer.abandon();
-    throw e;
-  }
+  const tree = await run.writer.complete(run.run(rootPath, names, parent?.tree));
   const s = run.stats;
   return repo.commitPoint({
     formatVersion: 1,

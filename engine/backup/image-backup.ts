@@ -265,19 +265,12 @@ export async function backupImage(repo: Repository, path: string, opts: ImageBac
     const { points } = await repo.listPoints();
     const parent = findParentDisk(points, opts.name, src.name);
     const writer = repo.newWriter();
-    let r: DiskBackupResult;
-    try {
-      r = await backupDisk(repo, writer, src, {
-        changedExtents: opts.changedExtents,
-        parentDisk: parent?.disk,
-        signal: opts.signal,
-        onProgress: opts.onProgress,
-      });
-      await writer.finish();
-    } catch (e) {
-      await writer.abandon();
-      throw e;
-    }
+    const r = await writer.complete(backupDisk(repo, writer, src, {
+      changedExtents: opts.changedExtents,
+      parentDisk: parent?.disk,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
+    }));
     const warnings = [...src.warnings];
     if (r.fullReadReason) warnings.push(`changed-extent list not used: ${r.fullReadReason}; the whole disk was read`);
     return await repo.commitPoint({

@@ -214,6 +214,21 @@ export class BlobWriter {
     await Promise.all([pack?.abort(), ...this.uploads]);
   }
 
+  /**
+   * Wait for `work` (what stores the session's blobs), then finish(); if either fails,
+   * abandon() and rethrow. Returns what `work` gave.
+   */
+  async complete<T>(work: Promise<T>): Promise<T> {
+    try {
+      const result = await work;
+      await this.finish();
+      return result;
+    } catch (e) {
+      await this.abandon();
+      throw e;
+    }
+  }
+
   /** Seal the last pack, wait for every upload, then write the index file. Returns its id (or undefined if nothing new). */
   async finish(): Promise<string | undefined> {
     await Promise.all(this.inFlight.values()).catch(() => undefined);

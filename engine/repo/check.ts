@@ -13,7 +13,7 @@ import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { BlobNotFoundError } from '../../targets/types.js';
-import { TargetIoError, errnoCode } from '../errors.js';
+import { TargetIoError, hasErrno } from '../errors.js';
 
 export interface CheckProblem {
   kind: 'damaged-index' | 'damaged-point' | 'missing-pack' | 'truncated-pack' | 'unreadable-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob';
@@ -125,20 +125,12 @@ async function readPack(repo: Repository, pack: string, entries: [string, BlobLo
   try {
     return await readPackOnce(repo, pack, entries, bad, problems);
   } catch (e) {
-    if (!(e instanceof TargetIoError) || !causedBy(e, 'EIO')) throw e;
+    if (!(e instanceof TargetIoError) || !hasErrno(e, 'EIO')) throw e;
     for (const [h] of entries) bad.add(h);
     problems.push({ kind: 'unreadable-pack', object: Keys.pack(pack),
       message: `pack ${pack.slice(0, 12)} cannot be read: the volume returned an I/O error (check the disk: kernel log, dmesg)` });
     return 0;
   }
-}
-
-/** Whether `e` or an error in its cause chain carries the errno `code`. */
-function causedBy(e: unknown, code: string): boolean {
-  for (let c: unknown = e, depth = 0; c && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
-    if (errnoCode(c) === code) return true;
-  }
-  return false;
 }
 
 async function readPackOnce(repo: Repository, pack: string, entries: [string, BlobLocation][], bad: Set<string>, problems: CheckProblem[]): Promise<number> {

@@ -3,6 +3,11 @@
  */
 export const FORMAT_VERSION = 1;
 
+/** A blob hash as the format writes it: 64 lowercase hex digits (SHA-256). */
+export function isBlobHash(h: unknown): h is string {
+  return typeof h === 'string' && /^[0-9a-f]{64}$/.test(h);
+}
+
 export interface RepoConfig {
   formatVersion: number;
   id: string;

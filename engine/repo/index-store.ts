@@ -1,12 +1,14 @@
 /**
  * The index maps a blob hash to where it lives (pack, offset, length). Index files are
  * written after the packs they describe, so an index entry never points at a pack that is
- * not on disk yet. In memory it is one Map; pack ids are interned.
+ * not on disk yet. In memory it is one hash table of typed arrays (BlobIndex); pack ids are
+ * interned.
  */
 import { once } from 'node:events';
 import { CompressStream, decompress as zstdDecompress } from 'zstd-napi';
 import type { BlobEntry } from './pack.js';
 import { hashHex } from './codec.js';
+import { isBlobHash } from './format.js';
 
 export interface BlobLocation {
   pack: string;
@@ -82,9 +84,9 @@ export class BlobIndex {
       this.packNo.set(packId, p);
     }
     for (const [hash, o, l, r, c] of blobs) {
-      if (!isBlobHash(hash)) throw new Error(`not a blob hash: ${String(hash).slice(0, 70)}`);
-      if (this.find(hash) >= 0) continue;
-      // find() left the key in probe; resize() does not touch it.
+      if (!this.toProbe(hash)) throw new Error(`not a blob hash: ${String(hash).slice(0, 70)}`);
+      if (this.lookup() >= 0) continue;
+      // The key is in probe; resize() does not touch it.
       if (this.count + 1 > this.capacity * MAX_LOAD) this.resize(Math.max(1024, this.capacity * 2));
       const i = this.emptySlotFor(this.probe);
       this.keys.set(this.probe, i * KEY_WORDS);
@@ -116,12 +118,8 @@ export class BlobIndex {
     return i < 0 ? undefined : this.packIds[(this.packs1[i] as number) - 1];
   }
 
-  packs(): string[] {
-    return [...this.packIds];
-  }
-
   /**
-   * Every blob with its location, one pack at a time (for check and prune). Only the pack
+   * Every blob with its location, one pack at a time (for check). Only the pack
    * being yielded is turned into strings and objects: a table of slot numbers sorted by pack
    * (4 bytes per blob) is all that is held for the rest.
    */
@@ -159,9 +157,18 @@ export class BlobIndex {
     return this.packs1.length;
   }
 
-  /** The slot holding `hash`, or -1 (also for what is not a hash); leaves its key in `probe`. */
+  /** The slot holding `hash`, or -1 (also for what is not a hash). */
   private find(hash: string): number {
-    if (typeof hash !== 'string' || hash.length !== 64 || this.probeBytes.write(hash, 'hex') !== 32) return -1;
+    return this.toProbe(hash) ? this.lookup() : -1;
+  }
+
+  /** Decode `hash` into `probe`; false when it is not 64 hex digits. */
+  private toProbe(hash: string): boolean {
+    return typeof hash === 'string' && hash.length === 64 && this.probeBytes.write(hash, 'hex') === 32;
+  }
+
+  /** The slot holding the key in `probe`, or -1. */
+  private lookup(): number {
     if (this.capacity === 0) return -1;
     const k = this.probe;
     const keys = this.keys;
@@ -268,11 +275,6 @@ export async function decodeIndexFile(bytes: Buffer): Promise<IndexFile> {
     if (!isBlobHash(p?.id) || !Array.isArray(p.blobs) || !p.blobs.every(isBlobEntry)) throw new Error('an index file entry is damaged');
   }
   return parsed;
-}
-
-/** 64 lowercase hex digits. */
-export function isBlobHash(h: unknown): h is string {
-  return typeof h === 'string' && /^[0-9a-f]{64}$/.test(h);
 }
 
 const U32_MAX = 0xffffffff;

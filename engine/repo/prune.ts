@@ -240,7 +240,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
     const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
     for (const p of file.packs) if (want.has(p.id) && !entries.has(p.id)) entries.set(p.id, p.blobs);
   }
-  try {
+  await writer.complete((async () => {
     let done = 0;
     for (const pack of packs) {
       throwIfAborted(opts.signal);
@@ -259,11 +259,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
       done++;
       opts.onProgress?.({ phase: 'repack', doneBytes: done, totalBytes: packs.length });
     }
-    await writer.finish();
-  } catch (e) {
-    await writer.abandon();
-    throw e;
-  }
+  })());
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
   return { copied, written: new Set(writer.packsWritten()) };
 }

@@ -14,6 +14,7 @@
  */
 import type { Repository } from './repository.js';
 import { IntegrityError, UnsafePathError } from '../errors.js';
+import { isBlobHash } from './format.js';
 
 export type TreeEntryType = 'file' | 'dir' | 'symlink' | 'hardlink';
 
@@ -103,7 +104,7 @@ export function decodeTree(raw: Buffer, hash: string, path: string): Tree {
       throw bad(hash, path, `${name} has malformed metadata`);
     }
     if ((x.type === 'file' || x.type === 'hardlink') && !isHashList(x.content)) throw bad(hash, path, `${name} has no chunk list`);
-    if (x.type === 'dir' && !isHash(x.subtree)) throw bad(hash, path, `${name} has no subtree`);
+    if (x.type === 'dir' && !isBlobHash(x.subtree)) throw bad(hash, path, `${name} has no subtree`);
     if (x.type === 'symlink' && (typeof x.target !== 'string' || x.target === '' || x.target.includes('\0'))) {
       throw new UnsafePathError(`${where}/${name}`, 'the symbolic link target is empty or holds a NUL byte');
     }
@@ -120,12 +121,8 @@ function isUint(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-function isHash(v: unknown): v is string {
-  return typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
-}
-
 function isHashList(v: unknown): v is string[] {
-  return Array.isArray(v) && v.every(isHash);
+  return Array.isArray(v) && v.every(isBlobHash);
 }
 
 /** Read, verify and validate one tree blob. */

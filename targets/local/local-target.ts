@@ -178,7 +178,7 @@ export class LocalTarget implements TargetDriver {
     const msg = e instanceof Error ? e.message : String(e);
     if (code === 'EIO') {
       return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
-        'the volume returned an I/O error: check the disk (kernel log, dmesg); `drctl check --read-data` names the points it affects', { cause: e });
+        'the volume returned an I/O error: check the disk (kernel log, dmesg), then run `drctl check --read-data`, which names any points it affects', { cause: e });
     }
     return new TargetIoError(`target ${this.location}: ${what} failed - ${msg}`,
       'check that the volume is mounted and healthy', { cause: e });
@@ -266,10 +266,10 @@ async function writeAll(h: FileHandle, parts: readonly Uint8Array[], position: n
   let bytes = 0;
   const flush = async (): Promise<void> => {
     let { bytesWritten } = await h.writev(batch, position);
-    while (bytesWritten < bytes) {
-      // A short write: the rest, one piece at a time.
-      const rest = Buffer.concat(batch).subarray(bytesWritten);
-      bytesWritten += (await h.write(rest, 0, rest.length, position + bytesWritten)).bytesWritten;
+    if (bytesWritten < bytes) {
+      // A short write: the rest from one copy of the batch, until it is all written.
+      const all = Buffer.concat(batch);
+      while (bytesWritten < bytes) bytesWritten += (await h.write(all, bytesWritten, bytes - bytesWritten, position + bytesWritten)).bytesWritten;
     }
     position += bytes;
     batch = [];
