@@ -64,27 +64,35 @@ const sink = new Sink();
  * pack or not needed (`done` of EncodedData and of image chunks; codec-pool.ts). Replies then
  * land in memory that is already mapped instead of fresh memory with a page fault per 4 KiB:
  * with the pack segments of pack-buffer.ts, image backup of the 2 GiB bench image 3.9–4.3 ->
- * 3.3–3.6 s (system time 1.5 -> 0.9 s), tree backup 5.3–6.2 -> 4.8–5.6 s. `inUse[slab]` is 1
- * while a slab is lent; the main thread sets it back to 0 (Atomics). When no slab fits and a
- * new one would exceed MAX_SLABS or SLABS_MAX_BYTES (also: a lease never returned after a
- * failure), a reply gets fresh memory.
+ * 3.3–3.6 s (system time 1.5 -> 0.9 s), tree backup 5.3–6.2 -> 4.8–5.6 s.
+ *
+ * Replies are packed one after another into a slab, and `leases[slab]` counts those the main
+ * thread still holds: this worker adds one per reply, the main thread takes it back off
+ * (Atomics); at 0 the slab is empty again. One slab per reply, as before, let slabs multiply
+ * when writes were slow: the image reader then sends many one-chunk requests, and each held
+ * a 2 MiB slab for ~150 KiB (5–6 slabs per worker in the 8 GiB image backup, 3 for 2 GiB).
+ * When no slab has room and a new one would exceed MAX_SLABS or SLABS_MAX_BYTES (also: a
+ * lease never returned after a failure), a reply gets fresh memory.
  */
 export interface Lease {
   slab: number;
-  inUse: Int32Array;
+  /** Replies out of each slab (shared by the worker and the main thread). */
+  leases: Int32Array;
 }
 
 const MAX_SLABS = 8;
 const SLAB_MIN_BYTES = 2 << 20;
 const SLABS_MAX_BYTES = 32 << 20;
-const inUse = new Int32Array(new SharedArrayBuffer(4 * MAX_SLABS));
+const leases = new Int32Array(new SharedArrayBuffer(4 * MAX_SLABS));
 const slabs: (SharedArrayBuffer | undefined)[] = [];
+/** Where the next reply goes in each slab (only this worker's business). */
+const filled = new Array<number>(MAX_SLABS).fill(0);
 
 /**
  * The stored bytes encodeBlob gathered since the last call, in a lent slab when one can be
- * had: a free one that fits, or a new one in an empty place (sized to whole MiB). A slab is
- * never replaced by a bigger one: the old one's memory would live on until both threads
- * collected it, and the new one is fresh memory again.
+ * had: the first with room after its last reply, or a new one in an empty place (sized to
+ * whole MiB). A slab is never replaced by a bigger one: the old one's memory would live on
+ * until both threads collected it, and the new one is fresh memory again.
  */
 export function lendEncoded(): { data: Buffer; lease?: Lease } {
   const bytes = sink.size;
@@ -94,27 +102,31 @@ export function lendEncoded(): { data: Buffer; lease?: Lease } {
     const mem = slabs[slab];
     if (!mem) {
       if (empty < 0) empty = slab;
-    } else if (mem.byteLength >= bytes && Atomics.load(inUse, slab) === 0) {
-      return lend(slab, mem, bytes);
+      continue;
     }
+    if (Atomics.load(leases, slab) === 0) filled[slab] = 0;
+    if (mem.byteLength - filled[slab]! >= bytes) return lend(slab, mem, bytes);
   }
   const size = Math.max(SLAB_MIN_BYTES, Math.ceil(bytes / (1 << 20)) << 20);
   const held = slabs.reduce((a, m) => a + (m?.byteLength ?? 0), 0);
   if (empty < 0 || held + size > SLABS_MAX_BYTES) return { data: sink.take() };
   const mem = (slabs[empty] = new SharedArrayBuffer(size));
+  filled[empty] = 0;
   return lend(empty, mem, bytes);
 }
 
 /** Forget the slabs not lent out: their memory goes once both threads have collected them. */
 export function dropFreeSlabs(): void {
   for (let slab = 0; slab < MAX_SLABS; slab++) {
-    if (Atomics.load(inUse, slab) === 0) slabs[slab] = undefined;
+    if (Atomics.load(leases, slab) === 0) slabs[slab] = undefined;
   }
 }
 
 function lend(slab: number, mem: SharedArrayBuffer, bytes: number): { data: Buffer; lease: Lease } {
-  Atomics.store(inUse, slab, 1);
-  return { data: sink.takeInto(Buffer.from(mem, 0, bytes)), lease: { slab, inUse } };
+  const at = filled[slab]!;
+  filled[slab] = at + ((bytes + 63) & ~63); // next reply on a cache line of its own
+  Atomics.add(leases, slab, 1);
+  return { data: sink.takeInto(Buffer.from(mem, at, bytes)), lease: { slab, leases } };
 }
 
 /**

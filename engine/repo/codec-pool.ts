@@ -247,10 +247,14 @@ export class CodecPool {
     return toBuffer(r.data);
   }
 
-  /** Hands a lent reply buffer back to its worker (nothing to do for a fresh one). */
+  /**
+   * Hands a lent reply buffer back to its worker (nothing to do for a fresh one), once: the
+   * worker reuses a slab when all its replies are back, so one handed back twice would let it
+   * overwrite a reply still being read.
+   */
   private releaser(r: { lease?: Lease }): () => void {
     const lease = r.lease;
-    return lease ? () => void Atomics.store(lease.inUse, lease.slab, 0) : () => undefined;
+    return lease ? once(() => void Atomics.sub(lease.leases, lease.slab, 1)) : () => undefined;
   }
 
   private send(req: Record<string, unknown>, data: Buffer): Promise<CodecReply> {
