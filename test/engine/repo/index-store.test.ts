@@ -44,6 +44,10 @@ test('50,000 blobs in 500 packs: every lookup answers as a Map would, through ev
   t.false(index.mark(hashOf(-1)), 'not indexed');
   t.true(index.isMarked(hashOf(7)));
   t.false(index.isMarked(hashOf(8)));
+  for (let n = 0; n < 50_000; n += 997) index.mark(hashOf(n));
+  let marked = 0;
+  for (let n = 0; n < 50_000; n++) if (index.isMarked(hashOf(n)) !== (n % 997 === 0 || n === 7)) marked++;
+  t.is(marked, 0, 'marks land on their own blob in every block');
   // Grouped by pack, every blob once.
   let total = 0;
   for (const [pack, blobs] of index.entriesByPack()) {
@@ -52,6 +56,12 @@ test('50,000 blobs in 500 packs: every lookup answers as a Map would, through ev
   }
   t.is(total, 50_000);
   t.is(wrong, 0);
+  // Two hashes alike in their first 8 bytes (what picks the slot and the tag): each its own.
+  const twin = hashOf(3).slice(0, 16) + hashOf(-3).slice(16);
+  t.false(index.has(twin));
+  index.addPack(packOf(900), [[twin, 5, 6, 7, 0]]);
+  t.is(index.get(twin)?.pack, packOf(900));
+  t.is(index.get(hashOf(3))?.pack, packOf(0));
   index.clear();
   t.is(index.size, 0);
   t.false(index.has(hashOf(7)));
