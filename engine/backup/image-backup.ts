@@ -33,12 +33,16 @@ export interface DiskBackupResult {
 }
 
 const CHUNKS_IN_FLIGHT = 16;
+const COARSE_GROWTH_MAX = 1 << 30;
 
 export async function backupDisk(repo: Repository, writer: BlobWriter, src: DiskSource, opts: DiskBackupOptions = {}): Promise<DiskBackupResult> {
   const chunkBytes = repo.config.imageChunkBytes;
   const nChunks = Math.ceil(src.sizeBytes / chunkBytes);
-  const data = await src.dataExtents();
   const incremental = planIncremental(opts, chunkBytes);
+  // With a changed-extent list only its chunks and any growth of the disk are read: a source
+  // may then skip looking up its holes, unless the disk grew by much (holes read as zeros).
+  const grownBytes = src.sizeBytes - (opts.parentDisk?.sizeBytes ?? 0);
+  const data = await src.dataExtents({ coarse: !!incremental.plan && grownBytes <= COARSE_GROWTH_MAX });
   const lists: string[] = [];
   let readBytes = 0;
   let doneBytes = 0;

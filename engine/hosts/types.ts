@@ -14,8 +14,14 @@ export interface DiskSource {
   readonly sizeBytes: number;
   /** Format of the source (raw, qcow2, vhdx…); the stored content is always the raw disk. */
   readonly format: string;
-  /** Allocated (possibly non-zero) guest ranges, sorted, non-overlapping. */
-  dataExtents(): Promise<Extent[]>;
+  /**
+   * Allocated (possibly non-zero) guest ranges, sorted, non-overlapping. `coarse`: the caller
+   * reads only ranges it already knows to have changed (a changed-extent list), so the source
+   * may answer with more than is allocated, up to the whole disk, when finding its holes costs
+   * more than reading a few of them (a raw file's holes read as zeros, and zero chunks are not
+   * stored).
+   */
+  dataExtents(opts?: { coarse?: boolean }): Promise<Extent[]>;
   /** Read `length` guest bytes at `offset` into `into` at `intoOffset`; the range lies inside one data extent. */
   read(offset: number, length: number, into: Buffer, intoOffset: number): Promise<void>;
   /**

@@ -117,7 +117,9 @@ test('a changed-extent list reads only those ranges and still commits a full poi
   await writeFile(extents, JSON.stringify(changes.map((c) => ({ offset: c.offset, length: c.data.length }))));
   const p = await backup(t, ['--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', extents]);
   t.is(p.changeTracking?.mode, 'changed-extents');
-  t.true(p.stats.readBytes <= 4 * 256 * 1024 + 256 * 1024, `read ${p.stats.readBytes} bytes`);
+  // The two changed chunks and the 1 MiB the disk grew by (a raw image's holes there are read
+  // as zeros rather than looked up), not the other 63 MiB.
+  t.true(p.stats.readBytes <= 2 * 256 * 1024 + MiB, `read ${p.stats.readBytes} bytes`);
   const out = join(dir, 'out.img');
   const r = await drctl(['restore', '--repo', repo, p.id, '--to', out]);
   t.is(r.code, 0, r.stderr);
