@@ -2,7 +2,7 @@
  * What a command gets from the outside world. cli/main.ts wires the real process; tests can
  * run commands in-process with their own streams.
  */
-import type { Clock } from '../engine/runtime/clock.js';
+import type { Clock } from '../engine/runtime/index.js';
 
 export interface Writer {
   write(s: string): unknown;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { loadConfig, formatProblem } from '../policies/config.js';
 import { ConfigError, UsageError } from '../engine/errors.js';
 import { openHostTransport } from '../engine/ssh/index.js';
-import { LibvirtHost } from '../engine/hosts/libvirt/libvirt-host.js';
+import { LibvirtHost } from '../engine/hosts/index.js';
 import type { CliContext } from './context.js';
 import { configDir, type ConfigOptions } from './config-option.js';
 

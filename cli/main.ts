@@ -8,10 +8,9 @@
  * 220 -> 206 MiB at the same speed. V8 reads it only at start-up, hence the shebang.
  */
 import { availableParallelism, hostname } from 'node:os';
-import { systemClock } from '../engine/runtime/clock.js';
+import { shutdown, systemClock } from '../engine/runtime/index.js';
 import type { CliContext } from './context.js';
 import { main } from './program.js';
-import { shutdownCodecPool } from '../engine/repo/index.js';
 
 // Hashing and compression run on libuv's pool (engine/repo/codec.ts); size it before first use.
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() * 2));
@@ -43,4 +42,4 @@ const ctx: CliContext = {
 };
 process.exitCode = await main(process.argv.slice(2), ctx);
 // Idle worker threads are unref'd, but a MessagePort can still hold the loop open: stop them.
-await shutdownCodecPool();
+await shutdown();

@@ -8,10 +8,9 @@ import { join, resolve } from 'node:path';
 import { loadConfig, formatProblem, type LoadedConfig, type Policy, type TargetConfig } from '../policies/config.js';
 import { CronSchedule } from '../policies/cron.js';
 import { applyRetention } from '../policies/retention.js';
-import { Catalog } from '../engine/catalog/catalog.js';
-import { JobRunner, type JobLimits, type JobPolicy } from '../engine/jobs/runner.js';
-import { Daemon, type PolicyLoad, type Schedules } from '../engine/jobs/daemon.js';
-import type { SleepClock } from '../engine/runtime/clock.js';
+import { Catalog } from '../engine/catalog/index.js';
+import { Daemon, JobRunner, type JobLimits, type JobPolicy, type PolicyLoad, type Schedules } from '../engine/jobs/index.js';
+import type { SleepClock } from '../engine/runtime/index.js';
 import { UsageError } from '../engine/errors.js';
 import { IscsiTarget, openLocalTarget, type TargetDriver } from '../targets/index.js';
 import type { CliContext } from './context.js';
@@ -110,7 +109,7 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
     openHost: async (name) => {
       const h = config.hosts.get(name);
       if (!h) throw new UsageError(`host ${name} is not defined in ${join(config.dir, 'hosts')}`, `create ${join(config.dir, 'hosts', `${name}.yaml`)} (see README, "Hosts")`);
-      const [{ openHostTransport }, { LibvirtHost }] = await Promise.all([import('../engine/ssh/index.js'), import('../engine/hosts/libvirt/libvirt-host.js')]);
+      const [{ openHostTransport }, { LibvirtHost }] = await Promise.all([import('../engine/ssh/index.js'), import('../engine/hosts/index.js')]);
       if (h.driver !== 'libvirt') throw new UsageError(`host ${name} (${h.file}) has driver ${h.driver}; only libvirt hosts can be backed up in this version`);
       return new LibvirtHost(await openHostTransport(h), h.uri ?? 'qemu:///system');
     },

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import type { Extent } from '../../engine/hosts/types.js';
+import type { Extent } from '../../engine/hosts/index.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import type { Point } from '../../engine/repo/index.js';
+import { backupFolder, backupImage, backupVm } from '../../engine/backup/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
@@ -44,11 +45,10 @@ export const backupCommand: CommandSpec<Opts> = {
     let point: Point;
     try {
       const common = { name, clock: ctx.clock, hostname: ctx.hostname, signal: ctx.signal, onProgress: progress.update };
-      // Loaded on use: each pipeline pulls in its own dependencies (start-up time matters for
-      // short incremental runs).
+      // Each pipeline loads its own dependencies on first call (engine/backup/index.ts).
       point = opts.image
-        ? await (await import('../../engine/backup/image-backup.js')).backupImage(repo, source, { ...common, changedExtents: extents })
-        : await (await import('../../engine/backup/files-backup.js')).backupFolder(repo, source, common);
+        ? await backupImage(repo, source, { ...common, changedExtents: extents })
+        : await backupFolder(repo, source, common);
     } finally {
       progress.done();
       await lock.release();
@@ -88,7 +88,6 @@ async function runVm(ctx: CliContext, opts: Opts): Promise<number> {
   const progress = progressLine(ctx, opts);
   let point: Point;
   try {
-    const { backupVm } = await import('../../engine/backup/vm-backup.js');
     point = await backupVm(repo, host, {
       name, vm: opts.vm, hostName: opts.host, quiesce: (opts.quiesce as 'required' | 'preferred' | undefined) ?? 'preferred',
       clock: ctx.clock, hostname: ctx.hostname, signal: ctx.signal, onProgress: progress.update,

@@ -1,12 +1,11 @@
 import { resolve } from 'node:path';
 import { Repository } from '../../engine/repo/index.js';
-import { CatalogError, type CatalogData, type CatalogPoint } from '../../engine/catalog/catalog.js';
-import { catalogPoint } from '../../engine/jobs/runner.js';
+import { Catalog, CatalogError, type CatalogData, type CatalogPoint } from '../../engine/catalog/index.js';
+import { catalogPoint } from '../../engine/jobs/index.js';
 import { loadConfig } from '../../policies/config.js';
 import { openLocalTarget } from '../../targets/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
-import { Catalog } from '../../engine/catalog/catalog.js';
 import { catalogFile, openTargetConfig, stateDir, type StateOptions } from '../wiring.js';
 import type { RepoOptions } from '../repo-option.js';
 import type { CommandSpec } from '../command.js';

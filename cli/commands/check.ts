@@ -1,5 +1,5 @@
-import { checkRepository } from '../../engine/repo/check.js';
-import { walkFilesForCheck } from '../../engine/restore/files-check.js';
+import { checkRepository } from '../../engine/repo/index.js';
+import { walkFilesForCheck } from '../../engine/restore/index.js';
 import { ExitCode } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';

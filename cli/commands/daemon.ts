@@ -1,4 +1,4 @@
-import { systemSleepClock } from '../../engine/runtime/clock.js';
+import { systemSleepClock } from '../../engine/runtime/index.js';
 import type { CliContext, OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';

@@ -1,4 +1,5 @@
 import { UsageError } from '../../engine/errors.js';
+// Not jobs/index.js, which loads the job runner: see engine/jobs/index.ts.
 import { forgetPoints } from '../../engine/jobs/forget.js';
 import { applyRetention, parseWithin, type RetentionRules } from '../../policies/retention.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';

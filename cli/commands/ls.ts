@@ -4,8 +4,8 @@
  * recursively), or the disks of a VM-level point. Reads only tree blobs.
  */
 import { UsageError } from '../../engine/errors.js';
-import type { TreeEntry } from '../../engine/repo/tree.js';
-import { normalizeInclude } from '../../engine/restore/safe-path.js';
+import type { TreeEntry } from '../../engine/repo/index.js';
+import { normalizeInclude, planRestore } from '../../engine/restore/index.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { bytes } from '../format.js';
@@ -36,7 +36,6 @@ export const lsCommand: CommandSpec<Opts> = {
     const lock = await repo.lock('shared', `drctl ls ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
     let items;
     try {
-      const { planRestore } = await import('../../engine/restore/files-plan.js');
       items = await planRestore(repo, point, paths);
     } finally {
       await lock.release();

@@ -1,5 +1,5 @@
 import { UsageError } from '../../engine/errors.js';
-import { pruneRepository } from '../../engine/repo/prune.js';
+import { pruneRepository } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';

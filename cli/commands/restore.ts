@@ -7,6 +7,8 @@ import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
 import type { ConfigOptions } from '../config-option.js';
 import type { Repository, Point } from '../../engine/repo/index.js';
+import type { LibvirtHost } from '../../engine/hosts/index.js';
+import { restoreAsNewVm, restoreFiles, restoreImage, restoreToOriginalVm } from '../../engine/restore/index.js';
 
 type Opts = RepoOptions & OutputOptions & ConfigOptions & {
   to?: string; include?: string[]; overwrite?: boolean; name?: string;
@@ -45,14 +47,12 @@ export const restoreCommand: CommandSpec<Opts> = {
     const t0 = performance.now();
     try {
       if (point.kind === 'vm') {
-        const { restoreImage } = await import('../../engine/restore/image-restore.js');
         const r = await restoreImage(repo, point, dest, { overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
         progress.done();
         if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, files: r.files, bytesWritten: r.bytesWritten, logicalBytes: r.logicalBytes, durationMs: r.durationMs });
         for (const f of r.files) say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) to ${f}`);
         say(ctx, opts, `  ${bytes(r.logicalBytes)} disk, ${bytes(r.bytesWritten)} written (sparse), ${duration(r.durationMs)} (${rate(r.logicalBytes, r.durationMs)}), every chunk verified`);
       } else {
-        const { restoreFiles } = await import('../../engine/restore/files-restore.js'); // loads archiver, tar-stream
         const r = await restoreFiles(repo, point, dest, { include: opts.include, overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
         progress.done();
         if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, dest: r.dest, files: r.files, dirs: r.dirs, bytes: r.bytes, durationMs: r.durationMs });
@@ -77,11 +77,10 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
   const host = await openConfiguredHost(ctx, opts, opts.host as string);
   const progress = progressLine(ctx, opts);
   try {
-    const vr = await import('../../engine/restore/vm-restore.js');
     if (opts.as) {
       const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
       try {
-        const r = await vr.restoreAsNewVm(repo, point, host, {
+        const r = await restoreAsNewVm(repo, point, host, {
           name: opts.as, storage: opts.storage, noNetwork: opts.network === false, start: opts.start, signal: ctx.signal, onProgress: progress.update,
         });
         progress.done();
@@ -99,7 +98,7 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
     const safetyPoint = opts.safetyPoint === false ? undefined : () => takeSafetyPoint(ctx, opts, repo, host, point);
     const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
     try {
-      const r = await vr.restoreToOriginalVm(repo, point, host, {
+      const r = await restoreToOriginalVm(repo, point, host, {
         force: opts.force, shutdownTimeoutS: timeout, safetyPoint, signal: ctx.signal, onProgress: progress.update,
         log: (line) => say(ctx, opts, line),
       });
@@ -118,13 +117,13 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
   }
 }
 
-async function takeSafetyPoint(ctx: CliContext, opts: Opts, repo: Repository, host: import('../../engine/hosts/libvirt/libvirt-host.js').LibvirtHost, point: Point): Promise<Point> {
+async function takeSafetyPoint(ctx: CliContext, opts: Opts, repo: Repository, host: LibvirtHost, point: Point): Promise<Point> {
   const rec = point.vm as NonNullable<Point['vm']>;
   const state = await host.state(rec.name);
   if (state !== 'running') {
     throw new UsageError(`VM ${rec.name} is ${state}: a safety point needs a running VM (pull-mode backup)`, 'start it, or pass --no-safety-point');
   }
-  const { backupVm } = await import('../../engine/backup/vm-backup.js');
+  const { backupVm } = await import('../../engine/backup/index.js');
   const lock = await repo.lock('shared', `drctl safety point ${point.name}`, cliLockWait(ctx, opts));
   try {
     return await backupVm(repo, host, {

@@ -1,6 +1,6 @@
-import { computeStatus } from '../../engine/jobs/status.js';
+import { computeStatus } from '../../engine/jobs/index.js';
 import { loadConfig, formatProblem } from '../../policies/config.js';
-import { Catalog } from '../../engine/catalog/catalog.js';
+import { Catalog } from '../../engine/catalog/index.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import { catalogFile, cronSchedules, stateDir, type StateOptions } from '../wiring.js';

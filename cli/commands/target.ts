@@ -6,7 +6,7 @@
 import { statfs } from 'node:fs/promises';
 import { loadConfig, type TargetConfig } from '../../policies/config.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
-import { execFile } from '../../engine/runtime/exec.js';
+import { execFile } from '../../engine/runtime/index.js';
 import {
   acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, probePortal, withBlockDevice,
   IscsiAttachError, type IscsiTargetConfig,

@@ -3,6 +3,9 @@
  * and one protected object (point name) — and decided by a pure function from policies/
  * (passed in, so the engine does not depend on the policy module). Forgetting removes point
  * manifests only; the data goes at the next prune.
+ *
+ * `drctl forget` imports this file directly, not jobs/index.ts (which loads the runner): keep
+ * its engine imports type-only.
  */
 import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';

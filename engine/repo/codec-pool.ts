@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os';
 import type { CdcParams } from './chunker-cdc.js';
 import { GcPacer } from '../runtime/gc.js';
 import { WorkerPool } from '../runtime/worker-pool.js';
+import { onShutdown } from '../runtime/shutdown.js';
 import type { ChunkResult, ReadChunksRequest } from './chunk-read.js';
 import type { Lease } from './codec-files.js';
 
@@ -313,7 +314,10 @@ export function countdown(count: number, release: () => void): () => void {
 let shared: CodecPool | undefined;
 
 export function codecPool(): CodecPool {
-  shared ??= new CodecPool();
+  if (!shared) {
+    shared = new CodecPool();
+    onShutdown(shutdownCodecPool);
+  }
   return shared;
 }
 
