@@ -2,8 +2,9 @@
  * Local disk images (raw, qcow2, and whatever qemu-img reads). `qemu-img map` tells which
  * guest ranges hold data and where they sit in the file; for raw images and uncompressed
  * qcow2 without a backing chain we read the file directly at those offsets (no conversion,
- * holes never read; a raw image with a changed-extent list is not mapped at all). Anything else (compressed clusters, backing files) is first converted to
- * a sparse raw temp file next to the system temp dir, with a warning on the point.
+ * holes never read; a raw image with a changed-extent list is not mapped at all). Anything
+ * else (compressed clusters, backing files) is first converted to a sparse raw temp file next
+ * to the system temp dir, with a warning on the point.
  */
 import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
