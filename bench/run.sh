@@ -78,12 +78,18 @@ X=$WORK/cbt; mkdir -p "$X/src"
 cp --sparse=always "$DATA/disk.img" "$X/src/disk.img"
 $D init --repo "$X/repo" -q
 $D backup --repo "$X/repo" --image "$X/src/disk.img" --name disk.img -q
+cp -a "$X/repo" "$X/repo1"   # for the same backup in a running process, below
 node "$HERE/changed-extents.mjs" "$DATA/disk.img" "$DATA/disk.gen2.img" > "$X/extents.json"   # what a dirty bitmap gives; untimed
 cp --sparse=always "$DATA/disk.gen2.img" "$X/src/disk.img"
 timed img-backup2-cbt "$X/repo" "$(stat -c %s "$DATA/disk.gen2.img")" \
   $D backup --repo "$X/repo" --image "$X/src/disk.img" --name disk.img --changed-extents "$X/extents.json" -q
 $D restore --repo "$X/repo" latest --name disk.img --to "$X/out.img" -q
 cmp "$X/out.img" "$DATA/disk.gen2.img" && echo "   drctl img-backup2-cbt verify: ok" >&2
+# The same backup in a process that is already running (as the daemon runs its jobs): median
+# of 5 after a warm-up, each on a fresh copy of the repository (bench/warm-cbt.mjs).
+WARM=$(node "$HERE/warm-cbt.mjs" "$X/repo1" "$X/src/disk.img" "$X/extents.json" 5 2>>"$WORK/extra.log" | node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>console.log(JSON.parse(s).median_s.toFixed(2)))') \
+  && printf 'drctl\timg-backup2-cbt-warm\t1\t%s\tNaN\tNaN\tNaN\tNaN\t%s\tok\n' "$WARM" "$(stat -c %s "$DATA/disk.gen2.img")" >> "$EXTRA" \
+  && echo "   drctl img-backup2-cbt-warm ${WARM}s" >&2
 rm -rf "$X"
 
 if [ "${BIG:-1}" = 1 ]; then
