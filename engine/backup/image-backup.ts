@@ -42,17 +42,16 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
   // With a changed-extent list only its chunks and any growth of the disk are read: a source
   // may then skip looking up its holes, unless the disk grew by much (holes read as zeros).
   const grownBytes = src.sizeBytes - (opts.parentDisk?.sizeBytes ?? 0);
-  const data = await src.dataExtents({ coarse: !!incremental.plan && grownBytes <= COARSE_GROWTH_MAX });
+  const extents = new ExtentCursor(await src.dataExtents({ coarse: !!incremental.plan && grownBytes <= COARSE_GROWTH_MAX }));
+  const run: DiskRun = {
+    src, writer, chunkBytes, zero: Buffer.alloc(chunkBytes), readBytes: 0, doneBytes: 0,
+    // A file on this machine: worker threads read, hash and compress its chunks themselves.
+    reader: src.localPath && src.fileOffset ? new ChunkReader(src.localPath, repo.config.compression.level) : undefined,
+    // Compress along with hashing when most chunks are expected to be new.
+    compressFirst: !opts.parentDisk || !!incremental.plan,
+    progress: () => opts.onProgress?.({ phase: 'backup', doneBytes: run.doneBytes, totalBytes: src.sizeBytes, item: src.name }),
+  };
   const lists: string[] = [];
-  let readBytes = 0;
-  let doneBytes = 0;
-  let extentCursor = 0;
-  const zero = Buffer.alloc(chunkBytes);
-  // A file on this machine: worker threads read, hash and compress its chunks themselves.
-  const reader = src.localPath && src.fileOffset ? new ChunkReader(src.localPath, repo.config.compression.level) : undefined;
-  // Compress along with hashing when most chunks are expected to be new.
-  const compressFirst = !opts.parentDisk || !!incremental.plan;
-
   for (let seg = 0; seg * LIST_ENTRIES_PER_BLOB < nChunks; seg++) {
     const first = seg * LIST_ENTRIES_PER_BLOB;
     const count = Math.min(LIST_ENTRIES_PER_BLOB, nChunks - first);
@@ -64,70 +63,102 @@ export async function backupDisk(repo: Repository, writer: BlobWriter, src: Disk
         if (opts.signal?.aborted) throw new InterruptedError();
         const start = i * chunkBytes;
         const len = Math.min(chunkBytes, src.sizeBytes - start);
-        // Data extents overlapping this chunk (extents are sorted; the cursor only moves forward).
-        while (extentCursor < data.length && end(data[extentCursor] as Extent) <= start) extentCursor++;
-        const pieces: Extent[] = [];
-        for (let k = extentCursor; k < data.length && (data[k] as Extent).offset < start + len; k++) {
-          const e = data[k] as Extent;
-          const s = Math.max(e.offset, start);
-          pieces.push({ offset: s, length: Math.min(end(e), start + len) - s });
-        }
+        const pieces = extents.within(start, len);
         const slot = (i - first) * HASH_BYTES;
         if (pieces.length === 0) {
-          doneBytes += len; // a hole: zero entry, nothing read
-          continue;
+          run.doneBytes += len; // a hole: zero entry, nothing read
+        } else if (parentEntries && incremental.plan && !incremental.plan.needsRead(i, start, len)) {
+          parentEntries.copy(entries, slot, slot, slot + HASH_BYTES);
+          run.doneBytes += len;
+        } else {
+          yield () => storeChunk(run, { entries, slot, start, len, pieces });
         }
-        if (parentEntries && incremental.plan && !incremental.plan.needsRead(i, start, len)) {
-          parentEntries.copy(entries, slot, (i - first) * HASH_BYTES, (i - first + 1) * HASH_BYTES);
-          doneBytes += len;
-          continue;
-        }
-        const covered = pieces.reduce((a, p) => a + p.length, 0);
-        if (reader) {
-          yield async () => {
-            const chunk = { length: len, pieces: pieces.map((p) => ({ fileOffset: src.fileOffset!(p.offset, p.length), length: p.length, at: p.offset - start })) };
-            let r = await reader.read(chunk, compressFirst);
-            // Hashed only (most chunks of a full re-read are unchanged) and new: read again to store it.
-            if (!r.zero && !r.stored && !writer.has(r.hash)) r = await reader.read(chunk, true);
-            readBytes += covered;
-            if (!r.zero) {
-              entries.write(r.hash, slot, 'hex');
-              try {
-                await writer.putEncoded(r.hash, len, r.stored?.data ?? EMPTY, r.stored?.codec ?? 0);
-              } finally {
-                r.stored?.done(); // copied into the pack, or not needed
-              }
-            }
-            doneBytes += len;
-            opts.onProgress?.({ phase: 'backup', doneBytes, totalBytes: src.sizeBytes, item: src.name });
-          };
-          continue;
-        }
-        yield async () => {
-          // Zero-filled only when holes inside the chunk must read as zeros.
-          const buf = covered === len ? Buffer.allocUnsafeSlow(len) : Buffer.alloc(len);
-          for (const p of pieces) await src.read(p.offset, p.length, buf, p.offset - start);
-          readBytes += covered;
-          if (!buf.equals(len === chunkBytes ? zero : zero.subarray(0, len))) {
-            const { hash, data: owned } = await hashOwned(buf);
-            entries.write(hash, slot, 'hex');
-            await writer.putHashed(hash, owned);
-          }
-          doneBytes += len;
-          opts.onProgress?.({ phase: 'backup', doneBytes, totalBytes: src.sizeBytes, item: src.name });
-        };
       }
     }
     await runBounded(jobs(), CHUNKS_IN_FLIGHT, opts.signal);
     if (opts.signal?.aborted) throw new InterruptedError();
     lists.push(await writer.putRaw(entries));
-    opts.onProgress?.({ phase: 'backup', doneBytes, totalBytes: src.sizeBytes, item: src.name });
+    run.progress();
   }
   return {
     disk: { name: src.name, sizeBytes: src.sizeBytes, chunkBytes, lists, sourceFormat: src.format },
-    readBytes,
+    readBytes: run.readBytes,
     fullReadReason: incremental.reason,
   };
+}
+
+/** What the chunks of one disk backup share. */
+interface DiskRun {
+  src: DiskSource;
+  writer: BlobWriter;
+  chunkBytes: number;
+  zero: Buffer;
+  reader: ChunkReader | undefined;
+  compressFirst: boolean;
+  readBytes: number;
+  doneBytes: number;
+  progress: () => void;
+}
+
+/** One chunk to read: where its hash goes in the segment's list, its guest range and data pieces. */
+interface ChunkJob {
+  entries: Buffer;
+  slot: number;
+  start: number;
+  len: number;
+  pieces: Extent[];
+}
+
+/** Read, hash and store one chunk (all-zero: nothing stored, its entry stays zero). */
+async function storeChunk(run: DiskRun, c: ChunkJob): Promise<void> {
+  const { src, writer, reader } = run;
+  const covered = c.pieces.reduce((a, p) => a + p.length, 0);
+  if (reader) {
+    const chunk = { length: c.len, pieces: c.pieces.map((p) => ({ fileOffset: src.fileOffset!(p.offset, p.length), length: p.length, at: p.offset - c.start })) };
+    let r = await reader.read(chunk, run.compressFirst);
+    // Hashed only (most chunks of a full re-read are unchanged) and new: read again to store it.
+    if (!r.zero && !r.stored && !writer.has(r.hash)) r = await reader.read(chunk, true);
+    run.readBytes += covered;
+    if (!r.zero) {
+      c.entries.write(r.hash, c.slot, 'hex');
+      try {
+        await writer.putEncoded(r.hash, c.len, r.stored?.data ?? EMPTY, r.stored?.codec ?? 0);
+      } finally {
+        r.stored?.done(); // copied into the pack, or not needed
+      }
+    }
+  } else {
+    // Zero-filled only when holes inside the chunk must read as zeros.
+    const buf = covered === c.len ? Buffer.allocUnsafeSlow(c.len) : Buffer.alloc(c.len);
+    for (const p of c.pieces) await src.read(p.offset, p.length, buf, p.offset - c.start);
+    run.readBytes += covered;
+    if (!buf.equals(c.len === run.chunkBytes ? run.zero : run.zero.subarray(0, c.len))) {
+      const { hash, data: owned } = await hashOwned(buf);
+      c.entries.write(hash, c.slot, 'hex');
+      await writer.putHashed(hash, owned);
+    }
+  }
+  run.doneBytes += c.len;
+  run.progress();
+}
+
+/** The data extents overlapping each chunk in turn (extents are sorted; chunks come in order). */
+class ExtentCursor {
+  private at = 0;
+
+  constructor(private readonly extents: Extent[]) {}
+
+  within(start: number, len: number): Extent[] {
+    const ext = this.extents;
+    while (this.at < ext.length && end(ext[this.at] as Extent) <= start) this.at++;
+    const pieces: Extent[] = [];
+    for (let k = this.at; k < ext.length && (ext[k] as Extent).offset < start + len; k++) {
+      const e = ext[k] as Extent;
+      const s = Math.max(e.offset, start);
+      pieces.push({ offset: s, length: Math.min(end(e), start + len) - s });
+    }
+    return pieces;
+  }
 }
 
 const EMPTY = Buffer.alloc(0);
