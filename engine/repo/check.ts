@@ -56,42 +56,9 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
 
   const onDisk = new Map<string, number>();
   for await (const info of repo.target.list('data/')) onDisk.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
-
   const bad = new Set<string>(); // blob hashes that cannot be read back
-  // Two passes over the index, a pack at a time: it is not turned into strings all at once.
-  const indexed = new Set<string>();
-  let blobs = 0;
-  let totalBytes = 0;
-  for (const [pack, entries] of repo.index.entriesByPack()) {
-    indexed.add(pack);
-    blobs += entries.length;
-    totalBytes += onDisk.get(pack) ?? 0;
-    const size = onDisk.get(pack);
-    const needed = Math.max(...entries.map(([, l]) => l.offset + l.length));
-    if (size === undefined) {
-      problems.push({ kind: 'missing-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is missing (${entries.length} blobs)` });
-      for (const [h] of entries) bad.add(h);
-    } else if (size < needed) {
-      problems.push({ kind: 'truncated-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is truncated (${size} bytes, index needs ${needed})` });
-      for (const [h, l] of entries) if (l.offset + l.length > size) bad.add(h);
-    }
-  }
-  const unindexedPacks = [...onDisk.keys()].filter((p) => !indexed.has(p)).length;
-
-  let bytesRead = 0;
-  if (opts.readData) {
-    const jobs = function* (): Iterable<() => Promise<void>> {
-      for (const [pack, entries] of repo.index.entriesByPack()) {
-        if (!onDisk.has(pack)) continue;
-        yield async () => {
-          const n = await readPack(repo, pack, entries, bad, problems);
-          bytesRead += n;
-          opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
-        };
-      }
-    };
-    await runBounded(jobs(), 3, opts.signal);
-  }
+  const packs = checkPackSizes(repo, onDisk, bad, problems);
+  const bytesRead = opts.readData ? await readPacks(repo, onDisk, packs.totalBytes, bad, problems, opts) : 0;
 
   const isBad = (h: string) => bad.has(h) || !repo.index.has(h);
   const affected: AffectedPoint[] = [];
@@ -106,14 +73,57 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
   return {
     ok: problems.length === 0,
     points: points.length,
-    packs: indexed.size,
-    blobs,
+    packs: packs.indexed.size,
+    blobs: packs.blobs,
     readData: !!opts.readData,
     bytesRead,
-    unindexedPacks,
+    unindexedPacks: [...onDisk.keys()].filter((p) => !packs.indexed.has(p)).length,
     problems,
     affected,
   };
+}
+
+/**
+ * Every indexed pack against the volume's listing: missing or shorter than its index says
+ * (those blobs go to `bad`). One pass over the index, a pack at a time: it is never turned
+ * into strings all at once.
+ */
+function checkPackSizes(repo: Repository, onDisk: Map<string, number>, bad: Set<string>, problems: CheckProblem[]): { indexed: Set<string>; blobs: number; totalBytes: number } {
+  const indexed = new Set<string>();
+  let blobs = 0;
+  let totalBytes = 0;
+  for (const [pack, entries] of repo.index.entriesByPack()) {
+    indexed.add(pack);
+    blobs += entries.length;
+    const size = onDisk.get(pack);
+    totalBytes += size ?? 0;
+    const needed = Math.max(...entries.map(([, l]) => l.offset + l.length));
+    if (size === undefined) {
+      problems.push({ kind: 'missing-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is missing (${entries.length} blobs)` });
+      for (const [h] of entries) bad.add(h);
+    } else if (size < needed) {
+      problems.push({ kind: 'truncated-pack', object: Keys.pack(pack), message: `pack ${pack.slice(0, 12)} is truncated (${size} bytes, index needs ${needed})` });
+      for (const [h, l] of entries) if (l.offset + l.length > size) bad.add(h);
+    }
+  }
+  return { indexed, blobs, totalBytes };
+}
+
+/** Read and verify every pack on the volume that the index lists, three at a time; bytes read. */
+async function readPacks(repo: Repository, onDisk: Map<string, number>, totalBytes: number, bad: Set<string>, problems: CheckProblem[],
+  opts: { onProgress?: ProgressFn; signal?: AbortSignal }): Promise<number> {
+  let bytesRead = 0;
+  const jobs = function* (): Iterable<() => Promise<void>> {
+    for (const [pack, entries] of repo.index.entriesByPack()) {
+      if (!onDisk.has(pack)) continue;
+      yield async () => {
+        bytesRead += await readPack(repo, pack, entries, bad, problems);
+        opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
+      };
+    }
+  };
+  await runBounded(jobs(), 3, opts.signal);
+  return bytesRead;
 }
 
 /**
