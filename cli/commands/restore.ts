@@ -9,6 +9,7 @@ import type { ConfigOptions } from '../config-option.js';
 import type { Repository, Point } from '../../engine/repo/index.js';
 import type { LibvirtHost } from '../../engine/hosts/index.js';
 import { restoreAsNewVm, restoreFiles, restoreImage, restoreToOriginalVm } from '../../engine/restore/index.js';
+import { backupVm } from '../../engine/backup/index.js';
 
 type Opts = RepoOptions & OutputOptions & ConfigOptions & {
   to?: string; include?: string[]; overwrite?: boolean; name?: string;
@@ -123,7 +124,6 @@ async function takeSafetyPoint(ctx: CliContext, opts: Opts, repo: Repository, ho
   if (state !== 'running') {
     throw new UsageError(`VM ${rec.name} is ${state}: a safety point needs a running VM (pull-mode backup)`, 'start it, or pass --no-safety-point');
   }
-  const { backupVm } = await import('../../engine/backup/index.js');
   const lock = await repo.lock('shared', `drctl safety point ${point.name}`, cliLockWait(ctx, opts));
   try {
     return await backupVm(repo, host, {

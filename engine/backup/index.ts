@@ -7,18 +7,12 @@
  * incremental runs, and one pipeline should not pay for the others' dependencies (the VM
  * backup loads ssh2, ~60 ms).
  */
+import { loadOnCall } from '../runtime/lazy.js';
+
 export type { BackupFolderOptions } from './files-backup.js';
 export type { ImageBackupOptions } from './image-backup.js';
 export type { VmBackupOptions } from './vm-backup.js';
 
-export async function backupFolder(...a: Parameters<typeof import('./files-backup.js').backupFolder>): ReturnType<typeof import('./files-backup.js').backupFolder> {
-  return (await import('./files-backup.js')).backupFolder(...a);
-}
-
-export async function backupImage(...a: Parameters<typeof import('./image-backup.js').backupImage>): ReturnType<typeof import('./image-backup.js').backupImage> {
-  return (await import('./image-backup.js')).backupImage(...a);
-}
-
-export async function backupVm(...a: Parameters<typeof import('./vm-backup.js').backupVm>): ReturnType<typeof import('./vm-backup.js').backupVm> {
-  return (await import('./vm-backup.js')).backupVm(...a);
-}
+export const backupFolder = loadOnCall(() => import('./files-backup.js'), 'backupFolder');
+export const backupImage = loadOnCall(() => import('./image-backup.js'), 'backupImage');
+export const backupVm = loadOnCall(() => import('./vm-backup.js'), 'backupVm');

@@ -9,6 +9,8 @@
  *
  * Write order packs → index → point means a crash leaves only unreferenced data. See FORMAT.md.
  */
+import { loadOnCall } from '../runtime/lazy.js';
+
 export { Repository, type RepoDeps } from './repository.js';
 export { BlobWriter, type WriteStats } from './blob-writer.js';
 export { BlobIndex, type BlobLocation } from './index-store.js';
@@ -22,12 +24,7 @@ export type { TreeEntry } from './tree.js';
 export type { CheckReport } from './check.js';
 export type { PruneOptions, PruneReport } from './prune.js';
 
-// Check and prune load on first call: every command loads this index (cli/main.ts stops the
-// codec pool through it), and the two would add ~7 ms to each, `drctl --version` included.
-export async function checkRepository(...a: Parameters<typeof import('./check.js').checkRepository>): ReturnType<typeof import('./check.js').checkRepository> {
-  return (await import('./check.js')).checkRepository(...a);
-}
-
-export async function pruneRepository(...a: Parameters<typeof import('./prune.js').pruneRepository>): ReturnType<typeof import('./prune.js').pruneRepository> {
-  return (await import('./prune.js')).pruneRepository(...a);
-}
+// Check and prune load on first call: most commands load this index, and the two would add
+// ~7 ms to each.
+export const checkRepository = loadOnCall(() => import('./check.js'), 'checkRepository');
+export const pruneRepository = loadOnCall(() => import('./prune.js'), 'pruneRepository');

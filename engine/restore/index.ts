@@ -7,34 +7,21 @@
  * pulls in archiver and tar-stream (over 100 ms), the VM restore ssh2 (~60 ms), and `drctl ls`,
  * `check` or an image restore should pay for neither.
  */
+import { loadOnCall } from '../runtime/lazy.js';
+
 export { normalizeInclude } from './safe-path.js';
 export type { PlanItem } from './files-plan.js';
 export type { RestoreFilesOptions, RestoreFilesResult } from './files-restore.js';
 export type { ImageRestoreOptions, ImageRestoreResult } from './image-restore.js';
 export type { NewVmOptions, OriginalVmOptions, VmRestoreResult } from './vm-restore.js';
 
-export async function restoreFiles(...a: Parameters<typeof import('./files-restore.js').restoreFiles>): ReturnType<typeof import('./files-restore.js').restoreFiles> {
-  return (await import('./files-restore.js')).restoreFiles(...a);
-}
-
-export async function restoreImage(...a: Parameters<typeof import('./image-restore.js').restoreImage>): ReturnType<typeof import('./image-restore.js').restoreImage> {
-  return (await import('./image-restore.js')).restoreImage(...a);
-}
-
-export async function restoreAsNewVm(...a: Parameters<typeof import('./vm-restore.js').restoreAsNewVm>): ReturnType<typeof import('./vm-restore.js').restoreAsNewVm> {
-  return (await import('./vm-restore.js')).restoreAsNewVm(...a);
-}
-
-export async function restoreToOriginalVm(...a: Parameters<typeof import('./vm-restore.js').restoreToOriginalVm>): ReturnType<typeof import('./vm-restore.js').restoreToOriginalVm> {
-  return (await import('./vm-restore.js')).restoreToOriginalVm(...a);
-}
+export const restoreFiles = loadOnCall(() => import('./files-restore.js'), 'restoreFiles');
+export const restoreImage = loadOnCall(() => import('./image-restore.js'), 'restoreImage');
+export const restoreAsNewVm = loadOnCall(() => import('./vm-restore.js'), 'restoreAsNewVm');
+export const restoreToOriginalVm = loadOnCall(() => import('./vm-restore.js'), 'restoreToOriginalVm');
 
 /** What a file restore of `include` writes, in pre-order; reads only tree blobs. */
-export async function planRestore(...a: Parameters<typeof import('./files-plan.js').planRestore>): ReturnType<typeof import('./files-plan.js').planRestore> {
-  return (await import('./files-plan.js')).planRestore(...a);
-}
+export const planRestore = loadOnCall(() => import('./files-plan.js'), 'planRestore');
 
 /** For checkRepository's walkFiles: the paths of a file point that a damaged blob affects. */
-export async function walkFilesForCheck(...a: Parameters<typeof import('./files-check.js').walkFilesForCheck>): ReturnType<typeof import('./files-check.js').walkFilesForCheck> {
-  return (await import('./files-check.js')).walkFilesForCheck(...a);
-}
+export const walkFilesForCheck = loadOnCall(() => import('./files-check.js'), 'walkFilesForCheck');

@@ -6,10 +6,9 @@
  */
 const hooks = new Set<() => Promise<void>>();
 
-/** Run `stop` at shutdown(); the returned function unregisters it. */
-export function onShutdown(stop: () => Promise<void>): () => void {
+/** Run `stop` at shutdown() (once, however often it is registered). */
+export function onShutdown(stop: () => Promise<void>): void {
   hooks.add(stop);
-  return () => void hooks.delete(stop);
 }
 
 /** Run and forget every registered hook. */
