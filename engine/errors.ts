@@ -91,10 +91,10 @@ export class RepositoryLockedError extends DrError {
 export class SourceError extends DrError {
   readonly code = 'SOURCE_UNREADABLE';
   readonly exitCode = ExitCode.usage;
-  constructor(path: string, why: string, options?: { cause?: unknown }) {
-    super(`cannot read source ${path} - ${why}`, hasErrno(options?.cause, 'EIO')
+  constructor(path: string, why: string, options?: { cause?: unknown; hint?: string }) {
+    super(`cannot read source ${path} - ${why}`, options?.hint ?? (hasErrno(options?.cause, 'EIO')
       ? 'the storage under it returned an I/O error: check that disk or volume (kernel log, dmesg), then run the backup again; older points are intact'
-      : 'check the path and that drctl may read it (permissions, the file is not in use exclusively)', options);
+      : 'check the path and that drctl may read it (permissions, the file is not in use exclusively)'), options);
   }
 }
 

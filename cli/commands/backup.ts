@@ -3,6 +3,7 @@ import type { Extent } from '../../engine/hosts/index.js';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import type { Point } from '../../engine/repo/index.js';
 import { backupFolder, backupImage, backupVm } from '../../engine/backup/index.js';
+import { startCodecPool } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
@@ -37,6 +38,7 @@ export const backupCommand: CommandSpec<Opts> = {
     if (!!opts.image === !!opts.files) throw new UsageError('give exactly one of --image FILE, --files PATH or --vm NAME --host HOST', 'see `drctl backup --help`');
     if (opts.changedExtents && !opts.image) throw new UsageError('--changed-extents only applies to --image backups');
     const extents = opts.changedExtents ? await readExtents(opts.changedExtents) : undefined;
+    startCodecPool(); // its workers start while the repository opens
     const repo = await openRepo(ctx, opts);
     const source = resolve((opts.image ?? opts.files) as string);
     const name = opts.name ?? basename(source);

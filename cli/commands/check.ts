@@ -1,4 +1,4 @@
-import { checkRepository } from '../../engine/repo/index.js';
+import { checkRepository, startCodecPool } from '../../engine/repo/index.js';
 import { walkFilesForCheck } from '../../engine/restore/index.js';
 import { ExitCode } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
@@ -15,6 +15,7 @@ export const checkCommand: CommandSpec<Opts> = {
   options: [{ flags: '--read-data', description: 'read every pack and verify every chunk (names the points and files / disk ranges a damaged chunk affects)' }],
   exitCodes: '0 no problems · 1 problems found (listed, with the affected points) · 2 no repository',
   async run(ctx: CliContext, opts: Opts) {
+    if (opts.readData) startCodecPool(); // its workers start while the repository opens
     const repo = await openRepo(ctx, opts);
     const lock = await repo.lock('shared', 'drctl check', cliLockWait(ctx, opts));
     const progress = progressLine(ctx, opts);

@@ -321,6 +321,15 @@ export function codecPool(): CodecPool {
   return shared;
 }
 
+/**
+ * Start the shared pool's workers now, so that their start (~70 ms each: a Node isolate, the
+ * zstd binding) overlaps what a command does before its first blob (opening the repository,
+ * reading the index, qemu-img info) instead of following it.
+ */
+export function startCodecPool(): void {
+  codecPool();
+}
+
 /** Stop the shared pool's workers (end of a CLI run); a later codecPool() starts a new one. */
 export async function shutdownCodecPool(): Promise<void> {
   const pool = shared;

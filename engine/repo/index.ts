@@ -19,7 +19,7 @@ export { type Point, type PointManifest, type DiskRecord, type ItemError, type P
 export { type Lock, type LockKind, type LockWait } from './locks.js';
 export { HASH_BYTES, hashOwned, hashHex } from './codec.js';
 export { readPackHeader } from './pack.js';
-export { shutdownCodecPool } from './codec-pool.js';
+export { shutdownCodecPool, startCodecPool } from './codec-pool.js';
 export type { TreeEntry } from './tree.js';
 export type { CheckReport } from './check.js';
 export type { PruneOptions, PruneReport } from './prune.js';

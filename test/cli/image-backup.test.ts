@@ -83,6 +83,30 @@ test('qcow2 images restore to their raw content (direct and compressed-cluster p
   }
 });
 
+test('the format comes from the content: a qcow2 named .img is read as qcow2; without qemu-img a raw image still backs up and a qcow2 is refused', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, img } = await setup(t);
+  const disguised = join(dir, 'looks-raw.img');
+  toQcow2(img, disguised, false);
+  const p = await backup(t, ['--repo', repo, '--image', disguised, '--name', 'disguised']);
+  const out = join(dir, 'disguised.out');
+  t.is((await drctl(['restore', '--repo', repo, p.id, '--to', out])).code, 0);
+  t.true((await readFile(out)).equals(await readFile(img)), 'a qcow2 named .img must restore to its guest content');
+
+  const noQemuImg = { env: { PATH: await tempDir(t) } }; // an empty folder: qemu-img is not found
+  const raw = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'raw', '--json'], noQemuImg);
+  t.is(raw.code, 0, raw.stderr);
+  t.truthy(json<PointJson>(raw).warnings?.some((w) => w.includes('qemu-img is not installed')));
+  const rawOut = join(dir, 'raw.out');
+  t.is((await drctl(['restore', '--repo', repo, 'latest', '--name', 'raw', '--to', rawOut])).code, 0);
+  t.true((await readFile(rawOut)).equals(await readFile(img)), 'raw image read without qemu-img differs');
+  const q = await drctl(['backup', '--repo', repo, '--image', disguised, '--name', 'q'], noQemuImg);
+  t.is(q.code, 2);
+  t.regex(q.stderr.trim(), new RegExp(`^[^\\n]*${disguised.replace(/[.]/g, '\\.')}[^\\n]*qcow2[^\\n]*install qemu-utils`));
+  const check = await drctl(['check', '--repo', repo]);
+  t.is(check.code, 0, check.stderr);
+});
+
 test('a second backup stores only the changed chunks, and both points restore', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
   const { dir, repo, img } = await setup(t);
