@@ -188,7 +188,7 @@ export class BlobWriter {
     }
     const upload = (async () => {
       const id = await pack.finish(packTail(entries), Keys.pack);
-      this.written.push({ id, blobs: new CompactEntries(entries) });
+      this.written.push({ id, blobs: CompactEntries.of(entries) });
       this.stats.packsWritten++;
       // From now on the in-memory index answers for these blobs; the index *file* that makes
       // them visible to other processes is written by finish(), after every pack is durable.
@@ -238,9 +238,7 @@ export class BlobWriter {
     await Promise.all(this.uploads);
     this.throwIfFailed();
     if (this.written.length === 0) return undefined;
-    const { id, bytes } = await encodeIndexFile((function* (written) {
-      for (const w of written) yield { id: w.id, blobs: w.blobs.toEntries() };
-    })(this.written));
+    const { id, bytes } = await encodeIndexFile(this.written);
     await this.target.put(Keys.index(id), bytes);
     this.index.files.add(id);
     return id;

@@ -20,10 +20,9 @@
 import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import { Keys } from './format.js';
-import { decodeIndexFile, encodeIndexFile } from './index-store.js';
+import { CompactEntries, decodeIndexFile, encodeIndexFile } from './index-store.js';
 import { markPoint } from './reachable.js';
 import { codecPool } from './codec-pool.js';
-import type { BlobEntry } from './pack.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError } from '../errors.js';
 import { BlobNotFoundError } from '../../targets/types.js';
@@ -164,7 +163,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
 
       const gone = new Set([...drop, ...repack]);
       const listed = new Set<string>();
-      const keepPacks: { id: string; blobs: BlobEntry[] }[] = [];
+      const keepPacks: { id: string; blobs: CompactEntries }[] = [];
       const oldFiles = [...repo.index.files];
       for (const id of oldFiles) {
         const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
@@ -235,7 +234,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   if (packs.length === 0) return { copied, written: new Set() };
   const writer = repo.newWriter();
   const want = new Set(packs);
-  const entries = new Map<string, BlobEntry[]>();
+  const entries = new Map<string, CompactEntries>();
   for (const id of repo.index.files) {
     const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
     for (const p of file.packs) if (want.has(p.id) && !entries.has(p.id)) entries.set(p.id, p.blobs);
@@ -244,7 +243,7 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
     let done = 0;
     for (const pack of packs) {
       throwIfAborted(opts.signal);
-      const live = (entries.get(pack) ?? []).filter(([h]) => repo.index.isMarked(h) && repo.index.packOf(h) === pack && !copied.has(h));
+      const live = [...(entries.get(pack) ?? [])].filter(([h]) => repo.index.isMarked(h) && repo.index.packOf(h) === pack && !copied.has(h));
       const bytes = await repo.target.get(Keys.pack(pack));
       const copies = live.map(([h, o, l, r, c]) => ({ h, r, c, data: Buffer.from(bytes.subarray(o, o + l)) }));
       const { results } = await codecPool().verifyMany(bytes, live.map(([hash, offset, length, rawLength, codec]) => ({ hash, offset, length, rawLength, codec })));
@@ -264,9 +263,9 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   return { copied, written: new Set(writer.packsWritten()) };
 }
 
-async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: BlobEntry[] }[]): Promise<Set<string>> {
+async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: CompactEntries }[]): Promise<Set<string>> {
   const ids = new Set<string>();
-  let group: { id: string; blobs: BlobEntry[] }[] = [];
+  let group: { id: string; blobs: CompactEntries }[] = [];
   let blobs = 0;
   const flush = async (): Promise<void> => {
     if (group.length === 0) return;

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { compress } from 'zstd-napi';
+import { compress, decompress } from 'zstd-napi';
 import { BlobIndex, CompactEntries, decodeIndexFile, encodeIndexFile } from '../../../engine/repo/index-store.js';
 import type { BlobEntry } from '../../../engine/repo/pack.js';
 
@@ -69,19 +69,32 @@ test('50,000 blobs in 500 packs: every lookup answers as a Map would, through ev
   t.is(index.get(hashOf(1))?.length, 10, 'usable again after clear');
 });
 
-test('an index file round-trips, and one with a damaged entry is refused', async (t) => {
+test('an index file round-trips into the index; format-1 JSON files still read; a damaged or cut entry is refused', async (t) => {
   const packs = [
     { id: packOf(1), blobs: [[hashOf(1), 0, 100, 200, 1], [hashOf(2), 100, 50, 50, 0]] as BlobEntry[] },
-    { id: packOf(2), blobs: [[hashOf(3), 0, 7, 7, 0]] as BlobEntry[] },
+    { id: packOf(2), blobs: [[hashOf(3), 0, 7, 7, 0], [hashOf(4), 7, 2 ** 32 - 1, 2 ** 32 - 1, 255]] as BlobEntry[] },
   ];
-  const { id, bytes } = await encodeIndexFile(packs);
+  const { id, bytes } = await encodeIndexFile(packs.map((p) => ({ id: p.id, blobs: CompactEntries.of(p.blobs) })));
   t.is(id, createHash('sha256').update(bytes).digest('hex'));
-  t.deepEqual((await decodeIndexFile(bytes)).packs, packs);
-  const compact = new CompactEntries(packs[0]!.blobs);
-  t.deepEqual(compact.toEntries(), packs[0]!.blobs);
+  const decoded = (await decodeIndexFile(bytes)).packs;
+  t.deepEqual(decoded.map((p) => ({ id: p.id, blobs: p.blobs.toEntries() })), packs);
+  const index = new BlobIndex();
+  for (const p of decoded) index.addPack(p.id, p.blobs);
+  t.is(index.size, 4);
+  t.deepEqual(index.get(hashOf(4)), { pack: packOf(2), offset: 7, length: 2 ** 32 - 1, rawLength: 2 ** 32 - 1, codec: 255 });
+  t.deepEqual(index.get(hashOf(1)), { pack: packOf(1), offset: 0, length: 100, rawLength: 200, codec: 1 });
+  t.false(index.has(packOf(1)));
 
+  // What format 1 wrote: zstd(JSON).
+  const v1 = compress(Buffer.from(JSON.stringify({ v: 1, packs })));
+  t.deepEqual((await decodeIndexFile(v1)).packs.map((p) => ({ id: p.id, blobs: p.blobs.toEntries() })), packs);
   for (const bad of [[hashOf(1), -1, 1, 1, 0], ['zz', 0, 1, 1, 0], [hashOf(1), 0, 1, 1], [hashOf(1), 0, 2 ** 33, 1, 0]]) {
     const damaged = compress(Buffer.from(JSON.stringify({ v: 1, packs: [{ id: packOf(1), blobs: [bad] }] })));
     await t.throwsAsync(decodeIndexFile(damaged), { message: /damaged/ }, JSON.stringify(bad));
+  }
+  // A binary file cut inside an entry, or inside a pack's record.
+  const plain = decompress(bytes);
+  for (const cut of [plain.length - 1, 8 + 36 + 45 + 3]) {
+    await t.throwsAsync(decodeIndexFile(compress(plain.subarray(0, cut))), { message: /damaged/ }, `cut at ${cut}`);
   }
 });
