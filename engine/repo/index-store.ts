@@ -307,7 +307,7 @@ export class CompactEntries implements Iterable<BlobEntry> {
     return this.bytes.length / ENTRY_BYTES;
   }
 
-  /** Entry `k`: its hash bytes stay in `bytes` (read them with hashBytes). */
+  /** Offset, stored length, raw length and codec of entry `k`. */
   numbersAt(k: number): [offset: number, length: number, rawLength: number, codec: number] {
     const at = k * ENTRY_BYTES;
     const b = this.bytes;
@@ -357,6 +357,7 @@ export async function decodeIndexFile(bytes: Buffer): Promise<IndexFile> {
   return { packs: parsed.packs.map((p) => ({ id: p.id, blobs: CompactEntries.of(p.blobs) })) };
 }
 
+/** The binary layout; each pack's entries are a view into `plain`. */
 function decodeBinary(plain: Buffer): IndexFile {
   const packs: IndexFile['packs'] = [];
   let at = INDEX_MAGIC.length;

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { readFile, stat, writeFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
@@ -105,6 +106,27 @@ test('the format comes from the content: a qcow2 named .img is read as qcow2; wi
   t.regex(q.stderr.trim(), new RegExp(`^[^\\n]*${disguised.replace(/[.]/g, '\\.')}[^\\n]*qcow2[^\\n]*install qemu-utils`));
   const check = await drctl(['check', '--repo', repo]);
   t.is(check.code, 0, check.stderr);
+});
+
+test('a raw block device backs up at its full size and restores byte-identical, with and without qemu-img', async (t) => {
+  if (!requireTools(t, 'qemu-img', 'losetup')) return;
+  if (process.getuid?.() !== 0) {
+    if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail('needs root to attach a loop device');
+    else t.pass();
+    return;
+  }
+  const { dir, repo, img } = await setup(t);
+  const dev = execFileSync('losetup', ['--find', '--show', '--read-only', img]).toString().trim();
+  t.teardown(() => { execFileSync('losetup', ['-d', dev]); });
+  const noQemuImg = { PATH: await tempDir(t) };
+  for (const [name, env] of [['dev', {}], ['dev-without-qemu-img', noQemuImg]] as const) {
+    const r = await drctl(['backup', '--repo', repo, '--image', dev, '--name', name, '--json'], { env });
+    t.is(r.code, 0, r.stderr);
+    t.is(json<PointJson>(r).stats.logicalBytes, 64 * MiB, `${name}: the device's size, not stat's 0`);
+    const out = join(dir, `${name}.out`);
+    t.is((await drctl(['restore', '--repo', repo, 'latest', '--name', name, '--to', out])).code, 0);
+    t.true((await readFile(out)).equals(await readFile(img)), `${name}: restored bytes differ`);
+  }
 });
 
 test('a second backup stores only the changed chunks, and both points restore', async (t) => {

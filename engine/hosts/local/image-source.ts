@@ -44,16 +44,13 @@ export async function openImageSource(path: string): Promise<DiskSource> {
     throw new SourceError(path, describeErrno(e), { cause: e });
   }
   try {
-    // A regular file that carries no other format's signature is raw, as qemu's own probe
+    // A file or device that carries no other format's signature is raw, as qemu's own probe
     // decides: no `qemu-img info` (a fork of this ~100 MB process, ~45 ms on the main thread).
-    const sniffed = st.isFile() ? await sniffFormat(fh, path) : undefined;
-    const info = sniffed === 'raw' ? { format: 'raw', virtualSize: st.size } : await imageInfo(path);
-    if (!info) {
-      if (sniffed) throw new SourceError(path, `a ${sniffed} image needs qemu-img, which is not installed`, QEMU_UTILS);
-      // No qemu-img: a raw block device read whole (holes come back as zeros and are not stored).
-      return new ImageFile(basename(path), path, 'raw', st.size, fh, async () => [{ offset: 0, length: st.size, fileOffset: 0 }],
-        [NO_QEMU_IMG]);
-    }
+    const sniffed = await sniffFormat(fh, path);
+    const info = sniffed === 'raw'
+      ? { format: 'raw', virtualSize: st.isBlockDevice() ? await blockDeviceBytes(path, st.rdev) : st.size }
+      : await imageInfo(path);
+    if (!info) throw new SourceError(path, `a ${sniffed} image needs qemu-img, which is not installed`, QEMU_UTILS);
     // A raw image is its own map (guest offset = file offset): its holes are looked up only
     // when a whole disk is read. An incremental run with a changed-extent list skips that
     // `qemu-img map` (a fork of this process and 235 KB of JSON for the bench image: the
@@ -176,6 +173,22 @@ async function imageMap(path: string): Promise<MapEntry[] | undefined> {
   }
   if (r.code !== 0) throw new SourceError(path, `qemu-img map failed: ${firstLine(r.stderr)}`);
   return JSON.parse(r.stdout) as MapEntry[];
+}
+
+/**
+ * The size of a block device, which stat gives as 0: sysfs has it in 512-byte sectors, under
+ * the device's major:minor numbers (Linux dev_t as glibc splits it).
+ */
+async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
+  const dev = BigInt(rdev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const sysfs = `/sys/dev/block/${major}:${minor}/size`;
+  try {
+    return Number((await fsp.readFile(sysfs, 'utf8')).trim()) * 512;
+  } catch (e) {
+    throw new SourceError(path, `a block device whose size is unknown (${sysfs}: ${describeErrno(e)})`, { cause: e });
+  }
 }
 
 const QEMU_UTILS = { hint: 'install qemu-utils (scripts/setup.sh does), then run the backup again' };
