@@ -26,7 +26,8 @@ import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
 import { planRestore, type PlanItem } from './files-plan.js';
-import { forEachRange, locateBlobs, readRange } from './pack-fetch.js';
+import { forEachRange, locateBlobs, readRange, type PackRange } from './pack-fetch.js';
+import type { BlobLocation } from '../repo/index-store.js';
 import { Keys } from '../repo/format.js';
 import { FileWriters, type BatchBlob } from './file-writer-pool.js';
 import { destPath, makeDir, makeRoot, scanDestination, type DestScan } from './safe-path.js';
@@ -81,39 +82,83 @@ interface FileTask {
 }
 
 async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
-  let root = dest;
-  let scan: DestScan = { replace: new Set(), existingDirs: new Set() };
+  const { exists, root: planned, scan } = await inspectDestination(dest, items, !!opts.overwrite);
+  const tree = sortEntries(items, planned, scan);
+  const content = chunkUses(repo, tree.files);
+  // The plan's garbage (tree JSON, decoded blobs) goes before the writer threads start: the
+  // main thread's heap at the peak of the 30k-file bench restore went 70 -> 59 MiB.
+  collectGarbage();
+
+  // Phase 4: folders, then content.
+  const root = exists ? planned : await makeRoot(dest);
+  const create = await createRules(root, exists);
+  for (const { rel } of tree.dirs) await makeDir(destPath(root, rel), scan.existingDirs.has(rel), scan.replace.has(rel));
+  for (const f of tree.files) if (f.remaining === 0) createEmptySync(f);
+  await writeContent(repo, content, create, opts);
+
+  // Phase 5: links, symlinks, folder metadata.
+  const limit = pLimit(META_IN_FLIGHT);
+  for (const l of tree.links) {
+    if (l.replace) await removeIfThere(l.abs);
+    await fsp.link(l.to, l.abs);
+  }
+  await Promise.all(tree.symlinks.map((s) => limit(() => makeSymlink(destPath(root, s.rel), s.entry, scan.replace.has(s.rel)))));
+  await applyDirMeta(root, tree.dirs, limit);
+  opts.onProgress?.({ phase: 'restore', doneBytes: content.totalBytes, totalBytes: content.totalBytes });
+  return { files: items.length - tree.dirs.length, dirs: tree.dirs.length, bytes: content.totalBytes, dest: root };
+}
+
+/** Phase 2: whether DEST exists (then as a folder, by its real path) and what in it the restore meets. */
+async function inspectDestination(dest: string, items: PlanItem[], overwrite: boolean): Promise<{ exists: boolean; root: string; scan: DestScan }> {
   const st = await fsp.stat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
-  if (st && !st.isDirectory()) {
+  if (!st) return { exists: false, root: dest, scan: { replace: new Set(), existingDirs: new Set() } };
+  if (!st.isDirectory()) {
     throw new UsageError(`restore destination ${dest} exists and is not a folder`, 'give a folder, or a path ending in .zip, .tar or .tar.gz');
   }
-  if (st) {
-    root = await fsp.realpath(dest);
-    scan = await scanDestination(root, items, !!opts.overwrite);
-  }
+  const root = await fsp.realpath(dest);
+  return { exists: true, root, scan: await scanDestination(root, items, overwrite) };
+}
 
-  const dirs: PlanItem[] = [];
-  const files: FileTask[] = [];
+interface SortedTree {
+  dirs: PlanItem[];
+  /** Regular files, and hard links whose target this restore does not write (they get their own copy). */
+  files: FileTask[];
+  links: { abs: string; to: string; replace: boolean }[];
+  symlinks: PlanItem[];
+}
+
+/** The plan's entries by what the restore does with them, files as tasks under `root`. */
+function sortEntries(items: PlanItem[], root: string, scan: DestScan): SortedTree {
+  const tree: SortedTree = { dirs: [], files: [], links: [], symlinks: [] };
   const byRel = new Map<string, FileTask>();
-  const links: { abs: string; to: string; replace: boolean }[] = [];
-  const symlinks: PlanItem[] = [];
   const task = (rel: string, entry: TreeEntry): FileTask => ({ abs: destPath(root, rel), entry, replace: scan.replace.has(rel), remaining: entry.content?.length ?? 0, busy: 0 });
   for (const item of items) {
     const { rel, entry } = item;
-    if (entry.type === 'dir') dirs.push(item);
-    else if (entry.type === 'symlink') symlinks.push(item);
+    if (entry.type === 'dir') tree.dirs.push(item);
+    else if (entry.type === 'symlink') tree.symlinks.push(item);
     else if (entry.type === 'file') {
       const f = task(rel, entry);
-      files.push(f);
+      tree.files.push(f);
       byRel.set(rel, f);
     }
   }
   for (const { rel, entry } of items) {
     if (entry.type !== 'hardlink') continue;
     // Linked only to a file this restore writes itself; otherwise the link gets its own copy.
-    if (byRel.has(entry.linkTo as string)) links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace: scan.replace.has(rel) });
-    else files.push(task(rel, entry));
+    if (byRel.has(entry.linkTo as string)) tree.links.push({ abs: destPath(root, rel), to: destPath(root, entry.linkTo as string), replace: scan.replace.has(rel) });
+    else tree.files.push(task(rel, entry));
   }
+  return tree;
+}
+
+/** Where each chunk of the files is (phase 3) and which files, at which offsets, use it. */
+interface ChunkUses {
+  located: Map<string, BlobLocation>;
+  uses: Map<string, { file: FileTask; offset: number }[]>;
+  totalBytes: number;
+}
+
+function chunkUses(repo: Repository, files: FileTask[]): ChunkUses {
   const located = locateBlobs(repo, files.flatMap((f) => f.entry.content ?? []));
   const uses = new Map<string, { file: FileTask; offset: number }[]>();
   let totalBytes = 0;
@@ -128,25 +173,34 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     if (offset !== f.entry.size) throw new IntegrityError(`${f.abs}: the point records ${f.entry.size} bytes but its chunks hold ${offset}`);
     totalBytes += offset;
   }
+  return { located, uses, totalBytes };
+}
 
-  // The plan's garbage (tree JSON, decoded blobs) goes before the writer threads start: the
-  // main thread's heap at the peak of the 30k-file bench restore went 70 -> 59 MiB.
-  collectGarbage();
+/** Whether a file's owner and mode come right from creating it, so fchown / fchmod are skipped. */
+interface CreateRules {
+  ownerByCreate: (e: TreeEntry) => boolean;
+  modeByCreate: (e: TreeEntry) => boolean;
+}
 
-  // Phase 4: folders, then content.
-  if (!st) root = await makeRoot(dest);
-  // Files created in folders this restore made get the process's user and group (unless the
-  // new root inherited a setgid bit); a create mode is taken as is unless the umask or
-  // special bits (setuid, setgid, sticky) get in the way. Then fchown / fchmod are skipped.
+/**
+ * Files created in folders this restore made get the process's user and group (unless the
+ * new root inherited a setgid bit); a create mode is taken as is unless the umask or special
+ * bits (setuid, setgid, sticky) get in the way.
+ */
+async function createRules(root: string, existed: boolean): Promise<CreateRules> {
   const umask = process.umask();
   const euid = process.geteuid?.() ?? -1;
   const egid = process.getegid?.() ?? -1;
-  const freshTree = !st && ((await fsp.stat(root)).mode & 0o2000) === 0;
-  const ownerByCreate = (e: TreeEntry) => freshTree && e.uid === euid && e.gid === egid;
-  const modeByCreate = (e: TreeEntry) => (e.mode & ~0o777) === 0 && (e.mode & umask) === 0;
-  for (const { rel } of dirs) await makeDir(destPath(root, rel), scan.existingDirs.has(rel), scan.replace.has(rel));
-  const limit = pLimit(META_IN_FLIGHT);
-  for (const f of files) if (f.remaining === 0) createEmptySync(f);
+  const freshTree = !existed && ((await fsp.stat(root)).mode & 0o2000) === 0;
+  return {
+    ownerByCreate: (e) => freshTree && e.uid === euid && e.gid === egid,
+    modeByCreate: (e) => (e.mode & ~0o777) === 0 && (e.mode & umask) === 0,
+  };
+}
+
+/** Phase 4's content: every range read from a pack goes to a writer thread with where each blob lands. */
+async function writeContent(repo: Repository, content: ChunkUses, create: CreateRules, opts: RestoreFilesOptions): Promise<void> {
+  const { located, uses, totalBytes } = content;
   let doneBytes = 0;
   let reported = 0;
   const progress = (bytes: number, item: string) => {
@@ -156,8 +210,6 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
       opts.onProgress({ phase: 'restore', doneBytes, totalBytes, item });
     }
   };
-  // Every range read from a pack goes to a writer thread with where each blob lands.
-  const isWhole = (hash: string) => uses.get(hash)!.every((u) => u.file.entry.content?.length === 1 && u.file.remaining === 1);
   const open = new OpenFiles(opts.maxOpenFiles ?? MAX_OPEN_FILES);
   const writers = uses.size > 0 ? new FileWriters((h) => located.get(h)?.pack ?? '?') : undefined;
   try {
@@ -165,24 +217,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     await forEachRange(located, async (range) => {
       if (opts.signal?.aborted) throw new InterruptedError();
       const parts: FileTask[] = [];
-      const batch = range.blobs.map((b): BatchBlob => {
-        const out: BatchBlob = { offset: b.at, length: b.loc.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files: [], writes: [] };
-        const whole = isWhole(b.hash);
-        for (const { file, offset } of uses.get(b.hash)!) {
-          if (whole) {
-            file.remaining = 0;
-            const e = file.entry;
-            out.files.push({
-              path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace,
-              ownerByCreate: ownerByCreate(e), modeByCreate: modeByCreate(e),
-            });
-          } else {
-            out.writes.push({ fd: open.fd(file), path: file.abs, at: offset, limit: file.entry.size });
-            parts.push(file);
-          }
-        }
-        return out;
-      });
+      const batch = range.blobs.map((b) => batchBlob(b, uses, open, parts, create));
       let bytes: number;
       try {
         // A local pack is read by the writer thread itself (nothing on this thread's heap).
@@ -202,16 +237,30 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     open.closeAll();
     await writers?.close();
   }
+}
 
-  // Phase 5: links, symlinks, folder metadata.
-  for (const l of links) {
-    if (l.replace) await removeIfThere(l.abs);
-    await fsp.link(l.to, l.abs);
+/**
+ * One blob of a range for the writer thread: a file it makes whole (created, written and given
+ * its metadata there) or writes at offsets into descriptors held open here (added to `parts`).
+ */
+function batchBlob(b: PackRange['blobs'][number], uses: ChunkUses['uses'], open: OpenFiles, parts: FileTask[], create: CreateRules): BatchBlob {
+  const out: BatchBlob = { offset: b.at, length: b.loc.length, codec: b.loc.codec, rawLength: b.loc.rawLength, hash: b.hash, files: [], writes: [] };
+  const users = uses.get(b.hash)!;
+  const whole = users.every((u) => u.file.entry.content?.length === 1 && u.file.remaining === 1);
+  for (const { file, offset } of users) {
+    if (whole) {
+      file.remaining = 0;
+      const e = file.entry;
+      out.files.push({
+        path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace,
+        ownerByCreate: create.ownerByCreate(e), modeByCreate: create.modeByCreate(e),
+      });
+    } else {
+      out.writes.push({ fd: open.fd(file), path: file.abs, at: offset, limit: file.entry.size });
+      parts.push(file);
+    }
   }
-  await Promise.all(symlinks.map((s) => limit(() => makeSymlink(destPath(root, s.rel), s.entry, scan.replace.has(s.rel)))));
-  await applyDirMeta(root, dirs, limit);
-  opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
-  return { files: items.length - dirs.length, dirs: dirs.length, bytes: totalBytes, dest: root };
+  return out;
 }
 
 /** Descriptors of files written chunk by chunk stay open this side of the limit. */
