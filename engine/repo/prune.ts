@@ -75,8 +75,25 @@ interface PackUsage {
 /** Temp files younger than this may belong to a write in progress (a lock being refreshed). */
 const TEMP_GRACE_MS = 60 * 60_000;
 
-/** Blobs per consolidated index file (~100 KB of JSON each after zstd for image chunks). */
+/** Blobs per consolidated index file (4.5 MB of 45-byte entries before zstd). */
 const INDEX_BLOBS_PER_FILE = 100_000;
+
+/** What the mark phase decided, carried into the sweep, which may still rescue packs. */
+interface SweepPlan {
+  /** Ids of the points marked in phase 1; any other point was committed during prune. */
+  seen: Set<string>;
+  usage: Map<string, PackUsage>;
+  drop: Set<string>;
+  repack: Set<string>;
+  /** Hashes already copied into new packs by the repack. */
+  copied: Set<string>;
+}
+
+/** A pack as an index file lists it. */
+interface IndexedPack {
+  id: string;
+  blobs: CompactEntries;
+}
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
   const t0 = Date.now();
@@ -84,27 +101,11 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
   const lock = await repo.lock('prune', 'drctl prune', { signal: opts.signal });
   try {
     // 1. mark
-    const { points, damaged } = await repo.listPoints();
-    if (damaged.length) {
-      throw new IntegrityError(`point file(s) ${damaged.map((d) => d.slice(0, 12)).join(', ')} are damaged, so prune cannot tell what they use - nothing was deleted; repair or remove them, then prune again`);
-    }
-    const seen = new Set(points.map((p) => p.id));
-    for (const [k, p] of points.entries()) {
-      throwIfAborted(opts.signal);
-      await markPoint(repo, p);
-      opts.onProgress?.({ phase: 'mark', doneBytes: k + 1, totalBytes: points.length });
-    }
-    const sizes = new Map<string, number>();
-    for await (const info of repo.target.list('data/')) sizes.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+    const { points, seen } = await markAllPoints(repo, opts);
+    const sizes = await listPackSizes(repo);
     const usage = await packUsage(repo, sizes);
-    const drop = new Set<string>();
-    const repack = new Set<string>();
-    for (const [pack, u] of usage) {
-      if (!sizes.has(pack)) continue; // missing: check's business, nothing to free
-      if (u.liveBlobs === 0) drop.add(pack);
-      else if (u.deadBytes > 0 && u.deadBytes >= opts.repackThreshold * (u.liveBytes + u.deadBytes)) repack.add(pack);
-    }
-    const sum = (set: Set<string>, f: (u: PackUsage) => number) => [...set].reduce((a, p) => a + f(usage.get(p) as PackUsage), 0);
+    const { drop, repack } = choosePacks(usage, sizes, opts.repackThreshold);
+    const sum = (set: Set<string>, f: (u: PackUsage) => number): number => sumUsage(usage, set, f);
     log(`marked ${points.length} points: ${usage.size} packs, ${drop.size} unused, ${repack.size} to repack (threshold ${Math.round(opts.repackThreshold * 100)}% unused)`);
 
     const report: PruneReport = {
@@ -130,77 +131,156 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
     }
 
     // 3. sweep
-    const tEx = Date.now();
-    const ex = await repo.lock('exclusive', 'drctl prune (final step)', {
-      waitMs: opts.lockWaitMs, ignore: [lock.id], signal: opts.signal,
-      onWait: (holder) => log(`waiting for ${holder} to finish before the final step`),
-    });
-    const tHeld = Date.now();
-    try {
-      throwIfAborted(opts.signal);
-      // Index files and points written by backups since the mark.
-      for await (const info of repo.target.list('index/')) {
-        const id = info.key.slice('index/'.length);
-        if (repo.index.files.has(id)) continue;
-        const file = await decodeIndexFile(await repo.target.get(info.key));
-        for (const p of file.packs) repo.index.addPack(p.id, p.blobs);
-        repo.index.files.add(id);
-      }
-      const rescue = (hash: string): void => {
-        const pack = repo.index.packOf(hash) as string;
-        if ((drop.has(pack) || repack.has(pack)) && !copied.has(hash)) {
-          drop.delete(pack);
-          repack.delete(pack);
-          report.packsRescued++;
-        }
-      };
-      const { points: now } = await repo.listPoints();
-      for (const p of now.filter((q: Point) => !seen.has(q.id))) await markPoint(repo, p, rescue);
-      report.packsDeleted = drop.size;
-      report.packsRepacked = repack.size;
-      report.bytesFreed = sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes);
-      report.blobsRemoved = sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs);
-
-      const gone = new Set([...drop, ...repack]);
-      const listed = new Set<string>();
-      const keepPacks: { id: string; blobs: CompactEntries }[] = [];
-      const oldFiles = [...repo.index.files];
-      for (const id of oldFiles) {
-        const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
-        for (const p of file.packs) {
-          if (listed.has(p.id)) continue;
-          listed.add(p.id);
-          if (!gone.has(p.id)) keepPacks.push(p);
-        }
-      }
-      const unlisted: string[] = [];
-      for await (const info of repo.target.list('data/')) {
-        const id = info.key.slice(info.key.lastIndexOf('/') + 1);
-        if (!listed.has(id)) unlisted.push(id);
-      }
-      report.unindexedPacksDeleted = unlisted.length;
-      if (gone.size > 0 || oldFiles.length > 1) {
-        const newFiles = await writeConsolidatedIndex(repo, keepPacks);
-        for (const id of oldFiles) if (!newFiles.has(id)) await removeIfThere(repo, Keys.index(id));
-        repo.index.files.clear();
-        for (const id of newFiles) repo.index.files.add(id);
-        report.indexFilesAfter = newFiles.size;
-      }
-      for (const id of [...gone, ...unlisted]) await removeIfThere(repo, Keys.pack(id));
-      const temp = (await repo.target.sweepTemp?.(TEMP_GRACE_MS)) ?? { files: 0, bytes: 0 };
-      report.tempFilesDeleted = temp.files;
-      report.bytesFreed += temp.bytes;
-      log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile), ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
-    } finally {
-      await ex.release();
-    }
-    report.exclusiveMs = Date.now() - tHeld;
-    log(`final step held the repository for ${report.exclusiveMs} ms (waited ${tHeld - tEx} ms for it)`);
+    await sweepUnderExclusiveLock(repo, opts, log, lock.id, { seen, usage, drop, repack, copied }, report);
     report.durationMs = Date.now() - t0;
     return report;
   } finally {
     await lock.release();
   }
+}
+
+/** Set the index's mark bits for every point; refuses if a point file is damaged, since its blobs would look unused. */
+async function markAllPoints(repo: Repository, opts: PruneOptions): Promise<{ points: Point[]; seen: Set<string> }> {
+  const { points, damaged } = await repo.listPoints();
+  if (damaged.length) {
+    throw new IntegrityError(`point file(s) ${damaged.map((d) => d.slice(0, 12)).join(', ')} are damaged, so prune cannot tell what they use - nothing was deleted; repair or remove them, then prune again`);
+  }
+  const seen = new Set(points.map((p) => p.id));
+  for (const [k, p] of points.entries()) {
+    throwIfAborted(opts.signal);
+    await markPoint(repo, p);
+    opts.onProgress?.({ phase: 'mark', doneBytes: k + 1, totalBytes: points.length });
+  }
+  return { points, seen };
+}
+
+/** Size of every pack on the volume, by pack id. */
+async function listPackSizes(repo: Repository): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for await (const info of repo.target.list('data/')) sizes.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+  return sizes;
+}
+
+/** Packs to delete (no live blob) and packs to repack (dead share at least `repackThreshold`). */
+function choosePacks(usage: Map<string, PackUsage>, sizes: Map<string, number>, repackThreshold: number): { drop: Set<string>; repack: Set<string> } {
+  const drop = new Set<string>();
+  const repack = new Set<string>();
+  for (const [pack, u] of usage) {
+    if (!sizes.has(pack)) continue; // missing: check's business, nothing to free
+    if (u.liveBlobs === 0) drop.add(pack);
+    else if (u.deadBytes > 0 && u.deadBytes >= repackThreshold * (u.liveBytes + u.deadBytes)) repack.add(pack);
+  }
+  return { drop, repack };
+}
+
+/** Sum of `f` over the usage of the packs in `set` (every one of them is in `usage`). */
+function sumUsage(usage: Map<string, PackUsage>, set: Set<string>, f: (u: PackUsage) => number): number {
+  return [...set].reduce((a, p) => a + f(usage.get(p) as PackUsage), 0);
+}
+
+/** Phase 3: take the exclusive lock (waiting for running backups), sweep, release it, and log how long backups were held off. */
+async function sweepUnderExclusiveLock(repo: Repository, opts: PruneOptions, log: (line: string) => void, sharedLockId: string, plan: SweepPlan, report: PruneReport): Promise<void> {
+  const tEx = Date.now();
+  const ex = await repo.lock('exclusive', 'drctl prune (final step)', {
+    waitMs: opts.lockWaitMs, ignore: [sharedLockId], signal: opts.signal,
+    onWait: (holder) => log(`waiting for ${holder} to finish before the final step`),
+  });
+  const tHeld = Date.now();
+  try {
+    await sweep(repo, opts, log, plan, report);
+  } finally {
+    await ex.release();
+  }
+  report.exclusiveMs = Date.now() - tHeld;
+  log(`final step held the repository for ${report.exclusiveMs} ms (waited ${tHeld - tEx} ms for it)`);
+}
+
+/** The work under the exclusive lock: rescue packs new points use, write the consolidated index, delete packs and old temp files. */
+async function sweep(repo: Repository, opts: PruneOptions, log: (line: string) => void, plan: SweepPlan, report: PruneReport): Promise<void> {
+  const { usage, drop, repack } = plan;
+  const sum = (set: Set<string>, f: (u: PackUsage) => number): number => sumUsage(usage, set, f);
+  throwIfAborted(opts.signal);
+  // Index files and points written by backups since the mark.
+  await loadNewIndexFiles(repo);
+  await rescuePacksOfNewPoints(repo, plan, report);
+  report.packsDeleted = drop.size;
+  report.packsRepacked = repack.size;
+  report.bytesFreed = sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes);
+  report.blobsRemoved = sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs);
+
+  const gone = new Set([...drop, ...repack]);
+  const { listed, keepPacks, oldFiles } = await readIndexedPacks(repo, gone);
+  const unlisted = await listUnindexedPacks(repo, listed);
+  report.unindexedPacksDeleted = unlisted.length;
+  if (gone.size > 0 || oldFiles.length > 1) {
+    report.indexFilesAfter = await replaceIndexFiles(repo, oldFiles, keepPacks);
+  }
+  for (const id of [...gone, ...unlisted]) await removeIfThere(repo, Keys.pack(id));
+  const temp = (await repo.target.sweepTemp?.(TEMP_GRACE_MS)) ?? { files: 0, bytes: 0 };
+  report.tempFilesDeleted = temp.files;
+  report.bytesFreed += temp.bytes;
+  log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile), ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
+}
+
+/** Add to the in-memory index the index files backups wrote since it was loaded. */
+async function loadNewIndexFiles(repo: Repository): Promise<void> {
+  for await (const info of repo.target.list('index/')) {
+    const id = info.key.slice('index/'.length);
+    if (repo.index.files.has(id)) continue;
+    const file = await decodeIndexFile(await repo.target.get(info.key));
+    for (const p of file.packs) repo.index.addPack(p.id, p.blobs);
+    repo.index.files.add(id);
+  }
+}
+
+/** Mark the points committed since the mark phase, keeping any dropped or repacked pack they use for a blob not copied. */
+async function rescuePacksOfNewPoints(repo: Repository, plan: SweepPlan, report: PruneReport): Promise<void> {
+  const { seen, drop, repack, copied } = plan;
+  const rescue = (hash: string): void => {
+    const pack = repo.index.packOf(hash) as string;
+    if ((drop.has(pack) || repack.has(pack)) && !copied.has(hash)) {
+      drop.delete(pack);
+      repack.delete(pack);
+      report.packsRescued++;
+    }
+  };
+  const { points: now } = await repo.listPoints();
+  for (const p of now.filter((q: Point) => !seen.has(q.id))) await markPoint(repo, p, rescue);
+}
+
+/** Read every index file: the packs they list, those of them to keep (first listing wins), and the files read. */
+async function readIndexedPacks(repo: Repository, gone: Set<string>): Promise<{ listed: Set<string>; keepPacks: IndexedPack[]; oldFiles: string[] }> {
+  const listed = new Set<string>();
+  const keepPacks: IndexedPack[] = [];
+  const oldFiles = [...repo.index.files];
+  for (const id of oldFiles) {
+    const file = await decodeIndexFile(await repo.target.get(Keys.index(id)));
+    for (const p of file.packs) {
+      if (listed.has(p.id)) continue;
+      listed.add(p.id);
+      if (!gone.has(p.id)) keepPacks.push(p);
+    }
+  }
+  return { listed, keepPacks, oldFiles };
+}
+
+/** Packs on the volume that no index file lists (left by killed backups). */
+async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promise<string[]> {
+  const unlisted: string[] = [];
+  for await (const info of repo.target.list('data/')) {
+    const id = info.key.slice(info.key.lastIndexOf('/') + 1);
+    if (!listed.has(id)) unlisted.push(id);
+  }
+  return unlisted;
+}
+
+/** Write the consolidated index, then delete the old index files it replaces; returns how many index files there are now. */
+async function replaceIndexFiles(repo: Repository, oldFiles: string[], keepPacks: IndexedPack[]): Promise<number> {
+  const newFiles = await writeConsolidatedIndex(repo, keepPacks);
+  for (const id of oldFiles) if (!newFiles.has(id)) await removeIfThere(repo, Keys.index(id));
+  repo.index.files.clear();
+  for (const id of newFiles) repo.index.files.add(id);
+  return newFiles.size;
 }
 
 /** Live and dead bytes per pack, read from the index files one at a time. */
@@ -263,9 +343,10 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   return { copied, written: new Set(writer.packsWritten()) };
 }
 
-async function writeConsolidatedIndex(repo: Repository, packs: { id: string; blobs: CompactEntries }[]): Promise<Set<string>> {
+/** Index files listing `packs`, ~INDEX_BLOBS_PER_FILE blobs each; returns their ids. */
+async function writeConsolidatedIndex(repo: Repository, packs: IndexedPack[]): Promise<Set<string>> {
   const ids = new Set<string>();
-  let group: { id: string; blobs: CompactEntries }[] = [];
+  let group: IndexedPack[] = [];
   let blobs = 0;
   const flush = async (): Promise<void> => {
     if (group.length === 0) return;
