@@ -149,14 +149,10 @@ function mapped(map: MapEntry[]): Mapped[] {
   return out;
 }
 
+/** `qemu-img info` of the image, or undefined when qemu-img is not installed. */
 async function imageInfo(path: string): Promise<{ format: string; virtualSize: number } | undefined> {
-  let r;
-  try {
-    r = await execFile('qemu-img', ['info', '--output=json', path]);
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined;
-    throw e;
-  }
+  const r = await qemuImg(['info', '--output=json', path]);
+  if (!r) return undefined;
   if (r.code !== 0) throw new SourceError(path, `qemu-img cannot read it: ${firstLine(r.stderr)}`);
   const info = JSON.parse(r.stdout) as { format: string; 'virtual-size': number };
   return { format: info.format, virtualSize: info['virtual-size'] };
@@ -164,15 +160,19 @@ async function imageInfo(path: string): Promise<{ format: string; virtualSize: n
 
 /** `qemu-img map` of the image, or undefined when qemu-img is not installed. */
 async function imageMap(path: string): Promise<MapEntry[] | undefined> {
-  let r;
+  const r = await qemuImg(['map', '--output=json', path]);
+  if (!r) return undefined;
+  if (r.code !== 0) throw new SourceError(path, `qemu-img map failed: ${firstLine(r.stderr)}`);
+  return JSON.parse(r.stdout) as MapEntry[];
+}
+
+async function qemuImg(args: string[]): Promise<Awaited<ReturnType<typeof execFile>> | undefined> {
   try {
-    r = await execFile('qemu-img', ['map', '--output=json', path]);
+    return await execFile('qemu-img', args);
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return undefined;
     throw e;
   }
-  if (r.code !== 0) throw new SourceError(path, `qemu-img map failed: ${firstLine(r.stderr)}`);
-  return JSON.parse(r.stdout) as MapEntry[];
 }
 
 /**
