@@ -67,92 +67,112 @@ function readFailure(id: number, e: unknown): CodecReply {
   return { id, ok: false, error: (e as Error).message, code: (e as NodeJS.ErrnoException).code };
 }
 
+type Op<K extends CodecRequest['op']> = Extract<CodecRequest, { op: K }>;
+
 function handle(req: CodecRequest): CodecReply {
-  if (req.op === 'read-chunks') {
-    try {
-      const r = readChunks(req);
-      return { id: req.id, ok: true, ...storedBytes(r), codec: 0, chunks: r.results };
-    } catch (e) {
-      return readFailure(req.id, e);
+  switch (req.op) {
+    case 'read-chunks':
+      try {
+        const r = readChunks(req);
+        return { id: req.id, ok: true, ...storedBytes(r), codec: 0, chunks: r.results };
+      } catch (e) {
+        return readFailure(req.id, e);
+      }
+    case 'encode-files': {
+      const r = encodeFiles(req.paths, req.sizes, req.level);
+      return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs };
+    }
+    case 'encode-window': {
+      const r = encodeWindow(req.fd, req.pos, req.windowBytes, req.cdc, req.level);
+      if ('error' in r) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, fsError: r.error };
+      return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof };
+    }
+    case 'decode-write':
+      return decodeWrite(req);
+    case 'compress-many':
+      return compressMany(req);
+    case 'verify-file':
+      return verifyFile(req);
+    case 'verify-many': {
+      const data = Buffer.from(req.data, req.offset, req.length);
+      const results = req.blobs.map((b) => verdict(data, b));
+      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: createHash('sha256').update(data).digest('hex') };
+    }
+    case 'hash': {
+      const data = Buffer.from(req.data, req.offset, req.length);
+      return { id: req.id, ok: true, data, codec: 0, hash: createHash('sha256').update(data).digest('hex') };
+    }
+    case 'compress': {
+      const o = compressSync(Buffer.from(req.data, req.offset, req.length), req.level);
+      return { id: req.id, ok: true, data: o.data, codec: o.codec };
+    }
+    case 'decode': {
+      const r = decodeVerifiedSync(Buffer.from(req.data, req.offset, req.length), req.codec, req.rawLength, req.hash);
+      if (typeof r === 'string') return { id: req.id, ok: false, error: r };
+      return { id: req.id, ok: true, data: r, codec: 0 };
+    }
+    default: {
+      const unknown = req as { id: number; op: string };
+      return { id: unknown.id, ok: false, error: `unknown codec request ${unknown.op}` };
     }
   }
-  if (req.op === 'encode-files') {
-    const r = encodeFiles(req.paths, req.sizes, req.level);
-    return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs };
+}
+
+/** Decode blobs of a pack range (read here from the file, or handed over) and write them into `fd` where they belong. */
+function decodeWrite(req: Op<'decode-write'>): CodecReply {
+  let stored: Buffer | undefined;
+  try {
+    stored = req.file ? readInto(req.file.path, req.file.offset, req.file.length) : Buffer.from(req.data as ArrayBufferLike, req.offset, req.length);
+  } catch (e) {
+    return readFailure(req.id, e);
   }
-  if (req.op === 'encode-window') {
-    const r = encodeWindow(req.fd, req.pos, req.windowBytes, req.cdc, req.level);
-    if ('error' in r) return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, fsError: r.error };
-    return { id: req.id, ok: true, ...storedBytes(r), codec: 0, blobs: r.blobs, nextPos: r.nextPos, eof: r.eof };
+  if (!stored) return missingFile(req.id);
+  const pack = stored;
+  let written = 0;
+  const results = req.blobs.map((b) => {
+    const r = decodeBlob(pack, b);
+    if (typeof r === 'string') return { ok: false, error: r };
+    const spans = nonZeroSpans(r);
+    for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
+    return { ok: true };
+  });
+  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };
+}
+
+/** Compress many small blobs handed over in one buffer; their outputs go back joined in one buffer. */
+function compressMany(req: Op<'compress-many'>): CodecReply {
+  const all = Buffer.from(req.data, req.offset, req.length);
+  const outs: { data: Buffer; codec: number }[] = [];
+  let at = 0;
+  for (const n of req.sizes) {
+    outs.push(compressSync(all.subarray(at, at + n), req.level));
+    at += n;
   }
-  if (req.op === 'decode-write') {
-    let stored: Buffer | undefined;
-    try {
-      stored = req.file ? readInto(req.file.path, req.file.offset, req.file.length) : Buffer.from(req.data as ArrayBufferLike, req.offset, req.length);
-    } catch (e) {
-      return readFailure(req.id, e);
-    }
-    if (!stored) return missingFile(req.id);
-    const pack = stored;
-    let written = 0;
-    const results = req.blobs.map((b) => {
-      const r = decodeBlob(pack, b);
-      if (typeof r === 'string') return { ok: false, error: r };
-      const spans = nonZeroSpans(r);
-      for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
-      return { ok: true };
-    });
-    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };
+  const joined = Buffer.allocUnsafeSlow(outs.reduce((a, o) => a + o.data.length, 0));
+  let off = 0;
+  for (const o of outs) off += o.data.copy(joined, off);
+  return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
+}
+
+/** Read a pack file and verify its blobs, its trailer and its whole hash (check --read-data). */
+function verifyFile(req: Op<'verify-file'>): CodecReply {
+  let data: Buffer | undefined;
+  try {
+    data = readInto(req.path);
+  } catch (e) {
+    return readFailure(req.id, e);
   }
-  if (req.op === 'compress-many') {
-    const all = Buffer.from(req.data, req.offset, req.length);
-    const outs: { data: Buffer; codec: number }[] = [];
-    let at = 0;
-    for (const n of req.sizes) {
-      outs.push(compressSync(all.subarray(at, at + n), req.level));
-      at += n;
-    }
-    const joined = Buffer.allocUnsafeSlow(outs.reduce((a, o) => a + o.data.length, 0));
-    let off = 0;
-    for (const o of outs) off += o.data.copy(joined, off);
-    return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
+  if (!data) return missingFile(req.id);
+  let headerOk = true;
+  try {
+    readPackHeader(data);
+  } catch {
+    headerOk = false;
   }
-  if (req.op === 'verify-file') {
-    let data: Buffer | undefined;
-    try {
-      data = readInto(req.path);
-    } catch (e) {
-      return readFailure(req.id, e);
-    }
-    if (!data) return missingFile(req.id);
-    let headerOk = true;
-    try {
-      readPackHeader(data);
-    } catch {
-      headerOk = false;
-    }
-    const pack = data;
-    const results = req.blobs.map((b) => verdict(pack, b));
-    const hash = createHash('sha256').update(pack).digest('hex');
-    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash, file: { missing: false, bytes: pack.length, headerOk } };
-  }
-  if (req.op === 'verify-many') {
-    const data = Buffer.from(req.data, req.offset, req.length);
-    const results = req.blobs.map((b) => verdict(data, b));
-    const hash = createHash('sha256').update(data).digest('hex');
-    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash };
-  }
-  const data = Buffer.from(req.data, req.offset, req.length);
-  if (req.op === 'hash') {
-    return { id: req.id, ok: true, data, codec: 0, hash: createHash('sha256').update(data).digest('hex') };
-  }
-  if (req.op === 'compress') {
-    const o = compressSync(data, req.level);
-    return { id: req.id, ok: true, data: o.data, codec: o.codec };
-  }
-  const r = decodeVerifiedSync(data, req.codec, req.rawLength, req.hash);
-  if (typeof r === 'string') return { id: req.id, ok: false, error: r };
-  return { id: req.id, ok: true, data: r, codec: 0 };
+  const pack = data;
+  const results = req.blobs.map((b) => verdict(pack, b));
+  const hash = createHash('sha256').update(pack).digest('hex');
+  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash, file: { missing: false, bytes: pack.length, headerOk } };
 }
 
 // Every 16 MiB (about one pack of check --read-data): 2026-12-01, check of the 2 GiB bench
