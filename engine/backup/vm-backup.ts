@@ -6,7 +6,7 @@
  * parent's chunk lists (a synthetic full). Any break → the whole disk is read, with the reason
  * on the point. A connection lost mid-way is retried (the job restarts from the old checkpoint).
  */
-import type { Repository, Point, DiskRecord } from '../repo/index.js';
+import type { BlobWriter, Repository, Point, DiskRecord } from '../repo/index.js';
 import type { Placement } from '../repo/point.js';
 import type { Clock } from '../runtime/clock.js';
 import type { ProgressFn } from '../progress.js';
@@ -78,34 +78,7 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
   let ok = false;
   const writer = repo.newWriter();
   try {
-    const reason = chain ?? undefined;
-    const disks: DiskRecord[] = [];
-    const fullReasons: string[] = [];
-    let readBytes = 0;
-    let logical = 0;
-    for (const d of job.domain.disks) {
-      if (opts.signal?.aborted) throw new InterruptedError();
-      const size = job.diskSizes.get(d.dev) ?? 0;
-      const parentDisk = parent?.disks?.find((x) => x.name === d.dev);
-      let diskReason = reason;
-      if (!diskReason && parentDisk && parentDisk.sizeBytes !== size) diskReason = `disk ${d.dev} was resized from ${parentDisk.sizeBytes} to ${size} bytes`;
-      if (!diskReason && !parentDisk) diskReason = `disk ${d.dev} is new since the previous point`;
-      const { source, changed } = await job.openDisk(d.dev);
-      try {
-        const r = await backupDisk(repo, writer, source, {
-          ...(diskReason ? {} : { changedExtents: changed, parentDisk }),
-          signal: opts.signal,
-          onProgress: opts.onProgress,
-        });
-        disks.push(r.disk);
-        readBytes += r.readBytes;
-        logical += source.sizeBytes;
-        const why = diskReason ?? r.fullReadReason;
-        if (why) fullReasons.push(`${d.dev}: ${why}`);
-      } finally {
-        await source.close();
-      }
-    }
+    const { disks, readBytes, logical, fullReasons } = await backupJobDisks(repo, writer, job, parent, chain, opts);
     await writer.finish();
     const warnings = [...job.warnings];
     const point = await repo.commitPoint({
@@ -144,6 +117,39 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
       await job.finish(false);
     }
   }
+}
+
+/**
+ * Every disk of the job into `writer`: from its changed extents when the previous point can be
+ * the base, else whole (the reasons are returned per disk).
+ */
+async function backupJobDisks(repo: Repository, writer: BlobWriter, job: BackupJob, parent: Point | undefined, chain: string | undefined, opts: VmBackupOptions):
+  Promise<{ disks: DiskRecord[]; readBytes: number; logical: number; fullReasons: string[] }> {
+  const out = { disks: [] as DiskRecord[], readBytes: 0, logical: 0, fullReasons: [] as string[] };
+  for (const d of job.domain.disks) {
+    if (opts.signal?.aborted) throw new InterruptedError();
+    const size = job.diskSizes.get(d.dev) ?? 0;
+    const parentDisk = parent?.disks?.find((x) => x.name === d.dev);
+    let diskReason = chain;
+    if (!diskReason && parentDisk && parentDisk.sizeBytes !== size) diskReason = `disk ${d.dev} was resized from ${parentDisk.sizeBytes} to ${size} bytes`;
+    if (!diskReason && !parentDisk) diskReason = `disk ${d.dev} is new since the previous point`;
+    const { source, changed } = await job.openDisk(d.dev);
+    try {
+      const r = await backupDisk(repo, writer, source, {
+        ...(diskReason ? {} : { changedExtents: changed, parentDisk }),
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+      });
+      out.disks.push(r.disk);
+      out.readBytes += r.readBytes;
+      out.logical += source.sizeBytes;
+      const why = diskReason ?? r.fullReadReason;
+      if (why) out.fullReasons.push(`${d.dev}: ${why}`);
+    } finally {
+      await source.close();
+    }
+  }
+  return out;
 }
 
 /** A run whose incremental was refused: forget drctl's checkpoints and read everything. */
