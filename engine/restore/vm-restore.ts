@@ -193,45 +193,17 @@ async function writeDisk(repo: Repository, host: LibvirtHost, disk: DiskRecord, 
     nbd = await NbdClient.connect(await host.transport.openUnixSocket(sock), '', mode === 'diff' ? ['base:allocation'] : []);
     const client = nbd;
     const allocated = mode === 'diff' ? await client.extents('base:allocation', (f) => (f & 2) === 0) : [];
-    let written = 0;
-    let compared = 0;
+    const t: ChunkTarget = { repo, client, mode, allocated, written: 0, compared: 0 };
     let done = 0;
-    const zeroHash = Buffer.alloc(HASH_BYTES);
     for (const [seg, listHash] of disk.lists.entries()) {
       const entries = await repo.readBlob(listHash);
       const first = seg * (entries.length / HASH_BYTES);
       function* jobs(): Iterable<() => Promise<void>> {
         for (let j = 0; j * HASH_BYTES < entries.length; j++) {
           if (signal?.aborted) throw new InterruptedError();
-          const chunk = first + j;
-          const start = chunk * disk.chunkBytes;
-          const len = Math.min(disk.chunkBytes, disk.sizeBytes - start);
+          const start = (first + j) * disk.chunkBytes;
           const want = entries.subarray(j * HASH_BYTES, (j + 1) * HASH_BYTES);
-          const wantZero = want.equals(zeroHash);
-          yield async () => {
-            if (mode === 'diff') {
-              const hasData = overlaps(allocated, start, len);
-              if (!hasData && wantZero) return;
-              if (hasData) {
-                const cur = Buffer.alloc(len);
-                await client.read(start, len, cur, 0);
-                compared += len;
-                const curZero = cur.every((b) => b === 0);
-                if (curZero && wantZero) return;
-                if (!wantZero && hashHex(cur) === want.toString('hex')) return;
-              }
-              if (wantZero) {
-                await client.writeZeroes(start, len);
-                written += len;
-                return;
-              }
-            } else if (wantZero) {
-              return;
-            }
-            const data = await repo.readBlob(want.toString('hex'));
-            await client.write(start, data.subarray(0, len));
-            written += len;
-          };
+          yield () => restoreChunk(t, start, Math.min(disk.chunkBytes, disk.sizeBytes - start), want);
         }
       }
       await runBounded(jobs(), IN_FLIGHT, signal);
@@ -239,13 +211,53 @@ async function writeDisk(repo: Repository, host: LibvirtHost, disk: DiskRecord, 
       onProgress?.({ phase: 'restore', doneBytes: Math.min(done, disk.sizeBytes), totalBytes: disk.sizeBytes, item: disk.name });
     }
     await client.flush();
-    return { written, compared };
+    return { written: t.written, compared: t.compared };
   } finally {
     await nbd?.close().catch(() => undefined);
     // qemu-nbd holds the image lock until it exits: wait for it (5 s at most), so the VM can start.
     await host.transport.exec(`p=$(cat ${shq(`${dir}/pid`)} 2>/dev/null); i=0; while [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; rm -rf ${shq(dir)}`).catch(() => undefined);
   }
 }
+
+/** Where writeDisk writes, and what it counted so far. */
+interface ChunkTarget {
+  repo: Repository;
+  client: NbdClient;
+  mode: 'new' | 'diff';
+  /** 'diff': the ranges of the image that hold data. */
+  allocated: { offset: number; length: number }[];
+  written: number;
+  compared: number;
+}
+
+/** One chunk onto the image: left alone when it already holds it ('diff'), else written (zeros as write-zeroes). */
+async function restoreChunk(t: ChunkTarget, start: number, len: number, want: Buffer): Promise<void> {
+  const wantZero = want.equals(ZERO_HASH);
+  if (t.mode === 'diff') {
+    const hasData = overlaps(t.allocated, start, len);
+    if (!hasData && wantZero) return;
+    if (hasData) {
+      const cur = Buffer.alloc(len);
+      await t.client.read(start, len, cur, 0);
+      t.compared += len;
+      const curZero = cur.every((b) => b === 0);
+      if (curZero && wantZero) return;
+      if (!wantZero && hashHex(cur) === want.toString('hex')) return;
+    }
+    if (wantZero) {
+      await t.client.writeZeroes(start, len);
+      t.written += len;
+      return;
+    }
+  } else if (wantZero) {
+    return;
+  }
+  const data = await t.repo.readBlob(want.toString('hex'));
+  await t.client.write(start, data.subarray(0, len));
+  t.written += len;
+}
+
+const ZERO_HASH = Buffer.alloc(HASH_BYTES);
 
 function overlaps(sorted: { offset: number; length: number }[], start: number, len: number): boolean {
   let lo = 0;
