@@ -54,15 +54,7 @@ export async function beginBackupJob(host: LibvirtHost, vm: string, opts: Backup
   const disks = live.disks;
   const diskSizes = new Map<string, number>();
   for (const d of disks) diskSizes.set(d.dev, await host.diskSize(vm, d.dev));
-  const tag = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
-  const checkpoint = `drctl-${tag}`;
-  const workDir = opts.workDir ?? '/var/lib/libvirt/qemu';
-  const socket = `${workDir}/drctl-${tag}.sock`;
-  const backupXml = `<domainbackup mode='pull'>${opts.incrementalFrom ? `<incremental>${opts.incrementalFrom}</incremental>` : ''}`
-    + `<server transport='unix' socket='${socket}'/><disks>`
-    + disks.map((d) => `<disk name='${d.dev}' backup='yes' type='file' exportname='${d.dev}' exportbitmap='backup-${d.dev}'><scratch file='${workDir}/drctl-${tag}-${d.dev}.scratch'/></disk>`).join('')
-    + '</disks></domainbackup>';
-  const checkpointXml = `<domaincheckpoint><name>${checkpoint}</name><disks>${disks.map((d) => `<disk name='${d.dev}' checkpoint='bitmap'/>`).join('')}</disks></domaincheckpoint>`;
+  const { checkpoint, socket, backupXml, checkpointXml } = jobXml(disks.map((d) => d.dev), opts.workDir ?? '/var/lib/libvirt/qemu', opts.incrementalFrom);
   const dir = (await host.sh('mktemp -d /tmp/drctl-job.XXXXXX', 'creating a temp folder')).trim();
   const warnings: string[] = [];
   let quiesced = false;
@@ -104,6 +96,22 @@ export async function beginBackupJob(host: LibvirtHost, vm: string, opts: Backup
       if (!keepCheckpoint) await host.virsh(['checkpoint-delete', vm, checkpoint]).catch(() => undefined);
     },
   };
+}
+
+/**
+ * A pull-mode backup job of `devs` (NBD export `dev`, dirty bitmap `backup-dev`, scratch files
+ * and socket in `workDir`) and the checkpoint it creates, named for this run.
+ */
+function jobXml(devs: string[], workDir: string, incrementalFrom?: string): { checkpoint: string; socket: string; backupXml: string; checkpointXml: string } {
+  const tag = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+  const checkpoint = `drctl-${tag}`;
+  const socket = `${workDir}/drctl-${tag}.sock`;
+  const backupXml = `<domainbackup mode='pull'>${incrementalFrom ? `<incremental>${incrementalFrom}</incremental>` : ''}`
+    + `<server transport='unix' socket='${socket}'/><disks>`
+    + devs.map((dev) => `<disk name='${dev}' backup='yes' type='file' exportname='${dev}' exportbitmap='backup-${dev}'><scratch file='${workDir}/drctl-${tag}-${dev}.scratch'/></disk>`).join('')
+    + '</disks></domainbackup>';
+  const checkpointXml = `<domaincheckpoint><name>${checkpoint}</name><disks>${devs.map((dev) => `<disk name='${dev}' checkpoint='bitmap'/>`).join('')}</disks></domaincheckpoint>`;
+  return { checkpoint, socket, backupXml, checkpointXml };
 }
 
 class VmStateError extends DrError {
