@@ -4,7 +4,8 @@
  * qcow2 without a backing chain we read the file directly at those offsets (no conversion,
  * holes never read; a raw image with a changed-extent list is not mapped at all). Anything
  * else (compressed clusters, backing files) is first converted to a sparse raw temp file next
- * to the system temp dir, with a warning on the point.
+ * to the system temp dir, with a warning on the point. A file or device is known to be raw by
+ * qemu's own rule (no other format's signature in its first sectors), without `qemu-img info`.
  */
 import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
