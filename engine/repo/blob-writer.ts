@@ -188,11 +188,12 @@ export class BlobWriter {
     }
     const upload = (async () => {
       const id = await pack.finish(packTail(entries), Keys.pack);
-      this.written.push({ id, blobs: CompactEntries.of(entries) });
+      const blobs = CompactEntries.of(entries);
+      this.written.push({ id, blobs });
       this.stats.packsWritten++;
       // From now on the in-memory index answers for these blobs; the index *file* that makes
       // them visible to other processes is written by finish(), after every pack is durable.
-      this.index.addPack(id, entries);
+      this.index.addPack(id, blobs);
       for (const [hash] of entries) this.inFlight.delete(hash);
     })().catch(async (e: unknown) => {
       this.failure ??= e;

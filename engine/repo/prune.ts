@@ -105,15 +105,13 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
     const sizes = await listPackSizes(repo);
     const usage = await packUsage(repo, sizes);
     const { drop, repack } = choosePacks(usage, sizes, opts.repackThreshold);
-    const sum = (set: Set<string>, f: (u: PackUsage) => number): number => sumUsage(usage, set, f);
+    const freed = freedBy(usage, drop, repack);
     log(`marked ${points.length} points: ${usage.size} packs, ${drop.size} unused, ${repack.size} to repack (threshold ${Math.round(opts.repackThreshold * 100)}% unused)`);
 
     const report: PruneReport = {
       dryRun: !!opts.dryRun, points: points.length, packs: usage.size,
       packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, packsRescued: 0, tempFilesDeleted: 0,
-      bytesFreed: sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes),
-      bytesRepacked: sum(repack, (u) => u.liveBytes),
-      blobsRemoved: sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs),
+      bytesFreed: freed.bytesFreed, bytesRepacked: freed.bytesRepacked, blobsRemoved: freed.blobsRemoved,
       indexFilesBefore: repo.index.files.size, indexFilesAfter: repo.index.files.size,
       exclusiveMs: 0, durationMs: 0,
     };
@@ -173,9 +171,14 @@ function choosePacks(usage: Map<string, PackUsage>, sizes: Map<string, number>, 
   return { drop, repack };
 }
 
-/** Sum of `f` over the usage of the packs in `set` (every one of them is in `usage`). */
-function sumUsage(usage: Map<string, PackUsage>, set: Set<string>, f: (u: PackUsage) => number): number {
-  return [...set].reduce((a, p) => a + f(usage.get(p) as PackUsage), 0);
+/** What deleting `drop` and repacking `repack` frees, and the live bytes the repack copies. */
+function freedBy(usage: Map<string, PackUsage>, drop: Set<string>, repack: Set<string>): { bytesFreed: number; blobsRemoved: number; bytesRepacked: number } {
+  const sum = (set: Set<string>, f: (u: PackUsage) => number): number => [...set].reduce((a, p) => a + f(usage.get(p) as PackUsage), 0);
+  return {
+    bytesFreed: sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes),
+    blobsRemoved: sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs),
+    bytesRepacked: sum(repack, (u) => u.liveBytes),
+  };
 }
 
 /** Phase 3: take the exclusive lock (waiting for running backups), sweep, release it, and log how long backups were held off. */
@@ -198,15 +201,15 @@ async function sweepUnderExclusiveLock(repo: Repository, opts: PruneOptions, log
 /** The work under the exclusive lock: rescue packs new points use, write the consolidated index, delete packs and old temp files. */
 async function sweep(repo: Repository, opts: PruneOptions, log: (line: string) => void, plan: SweepPlan, report: PruneReport): Promise<void> {
   const { usage, drop, repack } = plan;
-  const sum = (set: Set<string>, f: (u: PackUsage) => number): number => sumUsage(usage, set, f);
   throwIfAborted(opts.signal);
   // Index files and points written by backups since the mark.
   await loadNewIndexFiles(repo);
   await rescuePacksOfNewPoints(repo, plan, report);
   report.packsDeleted = drop.size;
   report.packsRepacked = repack.size;
-  report.bytesFreed = sum(drop, (u) => u.size) + sum(repack, (u) => u.size - u.liveBytes);
-  report.blobsRemoved = sum(drop, (u) => u.blobs) + sum(repack, (u) => u.blobs - u.liveBlobs);
+  const freed = freedBy(usage, drop, repack);
+  report.bytesFreed = freed.bytesFreed;
+  report.blobsRemoved = freed.blobsRemoved;
 
   const gone = new Set([...drop, ...repack]);
   const { listed, keepPacks, oldFiles } = await readIndexedPacks(repo, gone);

@@ -104,7 +104,6 @@ export class Repository {
         this.damagedIndexFiles.push(id);
         continue;
       }
-      this.index.reserve(this.index.size + file.packs.reduce((n, p) => n + p.blobs.length, 0));
       for (const p of file.packs) this.index.addPack(p.id, p.blobs);
       this.index.files.add(id);
       pacer.moved(bytes.length);

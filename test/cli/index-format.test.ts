@@ -8,6 +8,7 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { compress, decompress } from 'zstd-napi';
+import { decodeIndexFile } from '../../engine/repo/index-store.js';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
@@ -21,18 +22,9 @@ const BINARY = Buffer.from('DRCTLIX2');
 async function toJsonIndex(repo: string): Promise<void> {
   const dir = join(repo, 'index');
   for (const name of await readdir(dir)) {
-    const plain = decompress(await readFile(join(dir, name)));
-    if (!plain.subarray(0, 8).equals(BINARY)) throw new Error(`index/${name} is not binary`);
-    const packs: { id: string; blobs: [string, number, number, number, number][] }[] = [];
-    for (let at = 8; at < plain.length;) {
-      const n = plain.readUInt32LE(at + 32);
-      const blobs: [string, number, number, number, number][] = [];
-      for (let k = 0, e = at + 36; k < n; k++, e += 45) {
-        blobs.push([plain.toString('hex', e, e + 32), plain.readUInt32LE(e + 32), plain.readUInt32LE(e + 36), plain.readUInt32LE(e + 40), plain[e + 44] as number]);
-      }
-      packs.push({ id: plain.toString('hex', at, at + 32), blobs });
-      at += 36 + n * 45;
-    }
+    const raw = await readFile(join(dir, name));
+    if (!decompress(raw).subarray(0, 8).equals(BINARY)) throw new Error(`index/${name} is not binary`);
+    const packs = (await decodeIndexFile(raw)).packs.map((p) => ({ id: p.id, blobs: p.blobs.toEntries() }));
     const bytes = compress(Buffer.from(JSON.stringify({ v: 1, packs })));
     await writeFile(join(dir, createHash('sha256').update(bytes).digest('hex')), bytes);
     await rm(join(dir, name));

@@ -188,7 +188,8 @@ async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
   try {
     return Number((await fsp.readFile(sysfs, 'utf8')).trim()) * 512;
   } catch (e) {
-    throw new SourceError(path, `a block device whose size is unknown (${sysfs}: ${describeErrno(e)})`, { cause: e });
+    throw new SourceError(path, `a block device whose size is unknown (${sysfs}: ${describeErrno(e)})`,
+      { cause: e, hint: 'drctl reads the size of a device from /sys: mount sysfs there, or back up the device from a host that has it' });
   }
 }
 
