@@ -1,14 +1,13 @@
 /**
  * Repository check. Structure: every index file and point file matches its hash, every
  * indexed pack exists and is long enough, every blob a point references is indexed.
- * With readData: every pack is read, its hash checked, and every blob decompressed and
- * re-hashed. Damage is reported as the points and the disk ranges / files it affects.
+ * With readData: every pack is read, its name checked against its bytes (FORMAT.md "Packs"),
+ * and every blob decompressed and re-hashed. Damage is reported as the points and the disk ranges / files it affects.
  */
 import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import type { BlobLocation } from './index-store.js';
 import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
-import { readPackHeader } from './pack.js';
 import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
@@ -148,12 +147,12 @@ async function readPackOnce(repo: Repository, pack: string, entries: [string, Bl
   const key = Keys.pack(pack);
   const local = repo.target.localPath?.(key);
   if (local) {
-    const { results, wholeHash, file } = await repo.workerRead(key, codecPool().verifyFile(local, refs));
+    const { results, packId, file } = await repo.workerRead(key, codecPool().verifyFile(local, refs));
     if (file.missing) {
       for (const [h] of entries) bad.add(h);
       return 0;
     }
-    judgePack(pack, entries, file.headerOk && wholeHash === pack, results, bad, problems);
+    judgePack(pack, entries, file.headerOk && packId === pack, results, bad, problems);
     return file.bytes;
   }
   let bytes: Buffer;
@@ -164,16 +163,9 @@ async function readPackOnce(repo: Repository, pack: string, entries: [string, Bl
     for (const [h] of entries) bad.add(h);
     return 0;
   }
-  // The header is parsed here, before the buffer goes to a worker that hashes the whole pack.
-  let headerOk = true;
-  try {
-    readPackHeader(bytes);
-  } catch {
-    headerOk = false;
-  }
   const length = bytes.length;
-  const { results, wholeHash } = await codecPool().verifyMany(bytes, refs);
-  judgePack(pack, entries, headerOk && wholeHash === pack, results, bad, problems);
+  const { results, packId, headerOk } = await codecPool().verifyMany(bytes, refs);
+  judgePack(pack, entries, headerOk && packId === pack, results, bad, problems);
   return length;
 }
 
@@ -184,9 +176,12 @@ function judgePack(pack: string, entries: [string, BlobLocation][], packOk: bool
     bad.add(hash);
     badBlobs++;
   }
-  if (!packOk || badBlobs) {
+  if (badBlobs) {
     problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
       message: `pack ${pack.slice(0, 12)} is damaged: ${badBlobs} of ${entries.length} blobs do not match their hash` });
+  } else if (!packOk) {
+    problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
+      message: `pack ${pack.slice(0, 12)} is damaged: its header or trailer does not match its name (its ${entries.length} blobs are intact and restore through the index)` });
   }
 }
 

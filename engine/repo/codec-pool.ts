@@ -104,26 +104,27 @@ export class CodecPool {
 
   /**
    * Verify many blobs that sit in one buffer (a pack) in one worker round trip: decompress and
-   * re-hash each, keep nothing; also the SHA-256 of the whole buffer (the pack id). Takes
-   * ownership of `stored`. One verdict per blob, in order.
+   * re-hash each, keep nothing; also the id the pack's bytes give (to compare with its name,
+   * '' when its trailer is unreadable) and whether its header parses. Takes ownership of
+   * `stored`. One verdict per blob, in order.
    */
-  async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; wholeHash: string }> {
+  async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; packId: string; headerOk: boolean }> {
     const r = await this.send({ op: 'verify-many', blobs }, stored);
-    if (!r.ok || !r.results || !r.hash) throw new Error(r.ok ? 'no results' : r.error);
-    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), wholeHash: r.hash };
+    if (!r.ok || !r.results || r.hash === undefined) throw new Error(r.ok ? 'no results' : r.error);
+    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), packId: r.hash, headerOk: r.file?.headerOk === true };
   }
 
   /**
    * verifyMany for a pack in a local file that the worker reads itself, into a buffer it keeps
    * for its next pack: only verdicts cross threads, and no 16 MiB buffer per pack is left to
    * the garbage collector (check --read-data of the 2 GiB bench image: 208 -> 132 MiB peak RSS).
-   * Also whether the pack's trailer parses. `missing` when the file does not exist.
+   * Also the id its bytes give and whether its header parses. `missing` when the file does not exist.
    */
-  async verifyFile(path: string, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; wholeHash: string; file: PackFileRead }> {
+  async verifyFile(path: string, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; packId: string; file: PackFileRead }> {
     const r = await this.pool.request({ op: 'verify-file', path, blobs }, []);
     if (!r.ok) throw failure(r);
     if (!r.file) throw new Error('no results');
-    return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), wholeHash: r.hash ?? '', file: r.file };
+    return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), packId: r.hash ?? '', file: r.file };
   }
 
   /**

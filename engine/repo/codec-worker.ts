@@ -10,7 +10,7 @@ import { dropFreeSlabs, encodeFiles, encodeWindow, type Lease } from './codec-fi
 import { GcPacer } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
 import type { CodecRequest, CodecReply, StoredRef } from './codec-pool.js';
-import { readPackHeader } from './pack.js';
+import { inspectPack } from './pack.js';
 import { readChunks } from './chunk-read.js';
 import { openSync, readFullSync, closeSync, fstatSync } from '../runtime/fs.js';
 
@@ -96,7 +96,8 @@ function handle(req: CodecRequest): CodecReply {
     case 'verify-many': {
       const data = Buffer.from(req.data, req.offset, req.length);
       const results = req.blobs.map((b) => verdict(data, b));
-      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: createHash('sha256').update(data).digest('hex') };
+      const { id, headerOk } = inspectPack(data);
+      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: id, file: { missing: false, bytes: data.length, headerOk } };
     }
     case 'hash': {
       const data = Buffer.from(req.data, req.offset, req.length);
@@ -154,7 +155,7 @@ function compressMany(req: Op<'compress-many'>): CodecReply {
   return { id: req.id, ok: true, data: joined, codec: 0, outputs: outs.map((o) => [o.data.length, o.codec]) };
 }
 
-/** Read a pack file and verify its blobs, its trailer and its whole hash (check --read-data). */
+/** Read a pack file and verify its blobs, its header and the id its bytes give (check --read-data). */
 function verifyFile(req: Op<'verify-file'>): CodecReply {
   let data: Buffer | undefined;
   try {
@@ -163,16 +164,10 @@ function verifyFile(req: Op<'verify-file'>): CodecReply {
     return readFailure(req.id, e);
   }
   if (!data) return missingFile(req.id);
-  let headerOk = true;
-  try {
-    readPackHeader(data);
-  } catch {
-    headerOk = false;
-  }
   const pack = data;
   const results = req.blobs.map((b) => verdict(pack, b));
-  const hash = createHash('sha256').update(pack).digest('hex');
-  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash, file: { missing: false, bytes: pack.length, headerOk } };
+  const { id, headerOk } = inspectPack(pack);
+  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: id, file: { missing: false, bytes: pack.length, headerOk } };
 }
 
 // Every 16 MiB (about one pack of check --read-data): 2026-12-01, check of the 2 GiB bench

@@ -53,6 +53,11 @@ export const Keys = {
   lock: (id: string) => `locks/${id}.json`,
 } as const;
 
-/** Pack trailer: u32 LE header length + 8-byte magic. */
-export const PACK_MAGIC = Buffer.from('DRCTLPK1', 'ascii');
+/**
+ * Pack trailer: u32 LE header length + 8-byte magic. The magic says how the pack is named:
+ * `DRCTLPK2` (written now) by the SHA-256 of its header and trailer, `DRCTLPK1` (earlier
+ * builds, still read) by the SHA-256 of all its bytes. See FORMAT.md "Packs".
+ */
+export const PACK_MAGIC = Buffer.from('DRCTLPK2', 'ascii');
+export const PACK_MAGIC_WHOLE = Buffer.from('DRCTLPK1', 'ascii');
 export const PACK_TRAILER_BYTES = 4 + PACK_MAGIC.length;

@@ -1,7 +1,7 @@
 /**
  * A pack on its way to the target: blobs are copied into 1 MiB segments, and each segment is
- * written into the pack's temp object as soon as it is full and reused once written. The pack's
- * SHA-256 (its id) is computed over the segments as they leave.
+ * written into the pack's temp object as soon as it is full and reused once written. The pack
+ * is named by the hash of its tail (pack.ts), so its bulk is not hashed here.
  *
  * Why not hold the pack in memory until it is sealed: every byte of a pack then sat in memory
  * touched for the first time, and on this project's VMs a first touch costs a page fault of
@@ -13,7 +13,7 @@
  * leases); a lent buffer goes back to its worker as soon as its blobs are copied, instead of
  * waiting for a write. 1 MiB: the pieces the target writes (WRITE_PIECE_BYTES).
  */
-import { createHash } from 'node:crypto';
+import { packIdOfTail } from './pack.js';
 import type { ObjectUpload } from '../../targets/types.js';
 
 export const SEGMENT_BYTES = 1 << 20;
@@ -60,7 +60,6 @@ export class PackStream {
   /** Bytes used in `segment`. */
   private used = 0;
   private total = 0;
-  private readonly sha = createHash('sha256');
   private readonly writes: Promise<void>[] = [];
   private failure: unknown;
   private aborted = false;
@@ -86,16 +85,15 @@ export class PackStream {
   }
 
   /**
-   * Append `tail` (the pack header), wait for every write, and commit the pack under
-   * `key(id)`, where id is the SHA-256 of all its bytes. Returns the id.
+   * Append `tail` (the pack header and trailer, packTail), wait for every write, and commit
+   * the pack under `key(id)`, where id is the SHA-256 of the tail. Returns the id.
    */
   async finish(tail: Buffer, key: (id: string) => string): Promise<string> {
     this.flush();
-    this.sha.update(tail);
     this.track(this.upload.write([tail]));
     await Promise.all(this.writes);
     if (this.failure !== undefined) throw this.failure;
-    const id = this.sha.digest('hex');
+    const id = packIdOfTail(tail);
     await this.upload.commit(key(id));
     return id;
   }
@@ -114,7 +112,6 @@ export class PackStream {
     const view = segment.subarray(0, this.used);
     this.segment = undefined;
     this.used = 0;
-    this.sha.update(view);
     // Given back when the write settled either way: the target no longer reads it.
     this.track(this.upload.write([view]).finally(() => this.pool.give(segment)));
   }

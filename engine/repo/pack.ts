@@ -2,12 +2,18 @@
  * Packs: many compressed blobs followed by a header that lists them, so a pack can be read
  * (and an index rebuilt) without anything else:
  *
- *   [blob 0][blob 1]…[zstd(JSON header)][u32 LE header length]["DRCTLPK1"]
+ *   [blob 0][blob 1]…[zstd(JSON header)][u32 LE header length]["DRCTLPK2"]
  *
- * A pack is named by the SHA-256 of all its bytes.
+ * A pack is named by the SHA-256 of its tail (the header and the trailer). The header holds
+ * every blob's hash, place and length, and every blob is verified against its hash when it is
+ * read, so the name covers the whole pack without hashing its bulk: that pass cost the main
+ * thread of a backup ~0.5 s of CPU per 740 MiB stored, on a machine whose two cores the codec
+ * workers already keep busy. Packs of earlier builds (`DRCTLPK1`) are named by the SHA-256 of
+ * all their bytes and are still read and checked.
  */
+import { createHash } from 'node:crypto';
 import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
-import { PACK_MAGIC, PACK_TRAILER_BYTES } from './format.js';
+import { PACK_MAGIC, PACK_MAGIC_WHOLE, PACK_TRAILER_BYTES } from './format.js';
 
 /** [hash hex, offset, stored length, raw length, codec] */
 export type BlobEntry = [string, number, number, number, number];
@@ -26,15 +32,47 @@ export function packTail(blobs: BlobEntry[]): Buffer {
   return Buffer.concat([header, trailer]);
 }
 
-/** Parse the header of a whole pack; throws a plain Error describing the damage. */
-export function readPackHeader(pack: Buffer): PackHeader {
+/** The id of a pack written now, from its tail (what packTail gave). */
+export function packIdOfTail(tail: Buffer): string {
+  return createHash('sha256').update(tail).digest('hex');
+}
+
+/** Where a whole pack's header starts, and whether it is named by its tail; throws a plain Error describing the damage. */
+function locateHeader(pack: Buffer): { start: number; byTail: boolean } {
   if (pack.length < PACK_TRAILER_BYTES) throw new Error(`pack is truncated (${pack.length} bytes)`);
   const magic = pack.subarray(pack.length - PACK_MAGIC.length);
-  if (!magic.equals(PACK_MAGIC)) throw new Error('pack trailer is missing (truncated or overwritten)');
-  const len = pack.readUInt32LE(pack.length - PACK_TRAILER_BYTES);
-  const start = pack.length - PACK_TRAILER_BYTES - len;
+  const byTail = magic.equals(PACK_MAGIC);
+  if (!byTail && !magic.equals(PACK_MAGIC_WHOLE)) throw new Error('pack trailer is missing (truncated or overwritten)');
+  const start = pack.length - PACK_TRAILER_BYTES - pack.readUInt32LE(pack.length - PACK_TRAILER_BYTES);
   if (start < 0) throw new Error('pack header length is out of range');
-  const parsed = JSON.parse((zstdDecompress(pack.subarray(start, start + len))).toString('utf8')) as PackHeader;
+  return { start, byTail };
+}
+
+/** Parse the header of a whole pack; throws a plain Error describing the damage. */
+export function readPackHeader(pack: Buffer): PackHeader {
+  const { start } = locateHeader(pack);
+  const parsed = JSON.parse((zstdDecompress(pack.subarray(start, pack.length - PACK_TRAILER_BYTES))).toString('utf8')) as PackHeader;
   if (parsed.v !== 1 || !Array.isArray(parsed.blobs)) throw new Error('pack header is not a drctl v1 header');
   return parsed;
+}
+
+/**
+ * The id a whole pack's bytes give (to compare with its name), and whether its header parses.
+ * id is '' when the trailer is unreadable, since then the naming rule is unknown.
+ */
+export function inspectPack(pack: Buffer): { id: string; headerOk: boolean } {
+  let located: { start: number; byTail: boolean };
+  try {
+    located = locateHeader(pack);
+  } catch {
+    return { id: '', headerOk: false };
+  }
+  let headerOk = true;
+  try {
+    readPackHeader(pack);
+  } catch {
+    headerOk = false;
+  }
+  const id = createHash('sha256').update(located.byTail ? pack.subarray(located.start) : pack).digest('hex');
+  return { id, headerOk };
 }

@@ -105,6 +105,30 @@ test('a flipped byte: check --read-data names exactly the affected point and dis
   await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
 });
 
+test('a flipped byte in a pack header: check --read-data names the pack, and every point still restores', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, imgA, imgB, a, b, onlyB } = await twoPoints(t);
+  const victim = onlyB[0] as string;
+  const at = (await stat(victim)).size - 12 - 3; // in the zstd header, just before the 12-byte trailer
+  const fh = await open(victim, 'r+');
+  const one = Buffer.alloc(1);
+  await fh.read(one, 0, 1, at);
+  one[0] = (one[0] as number) ^ 0x01;
+  await fh.write(one, 0, 1, at);
+  await fh.close();
+  t.is((await drctl(['check', '--repo', repo])).code, 0, 'the header is only read with --read-data');
+  const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
+  t.is(r.code, 1, r.stdout);
+  const report = json<Report>(r);
+  const pack = victim.split('/').at(-1) as string;
+  const problem = report.problems.find((p) => p.kind === 'damaged-pack');
+  t.truthy(problem, JSON.stringify(report.problems));
+  t.true(problem?.message.includes(pack.slice(0, 12)), problem?.message);
+  t.deepEqual(report.affected, [], 'the blobs are intact: no point loses data');
+  await restores(t, repo, b.id, join(dir, 'b-out.img'), imgB);
+  await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
+});
+
 test('kill -9 mid-backup: check passes, older points restore, the next backup needs no unlock', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
   const dir = await tempDir(t);

@@ -1,10 +1,11 @@
 /**
- * A repository whose index files were written by an earlier build (zstd of JSON) keeps working:
- * a backup dedups against it, check and restore read it, and prune rewrites it in the binary
- * layout (FORMAT.md, "Index files").
+ * A repository written by an earlier build keeps working: index files of zstd'd JSON, and packs
+ * named by the SHA-256 of all their bytes (trailer "DRCTLPK1"). A backup dedups against it,
+ * check and restore read it, and prune rewrites its index in the binary layout (FORMAT.md,
+ * "Index files" and "Packs").
  */
 import test from 'ava';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { compress, decompress } from 'zstd-napi';
@@ -18,13 +19,37 @@ interface PointJson { id: string; stats: { newBytes: number; readBytes: number }
 
 const BINARY = Buffer.from('DRCTLIX2');
 
-/** Rewrite every index file of `repo` as format-1 JSON, under its new hash. */
-async function toJsonIndex(repo: string): Promise<void> {
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+async function packFiles(repo: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of await readdir(join(repo, 'data'))) for (const f of await readdir(join(repo, 'data', d))) out.push(join(repo, 'data', d, f));
+  return out;
+}
+
+/** Rewrite every pack as an earlier build wrote it (trailer DRCTLPK1, named by the hash of all its bytes); old id -> new id. */
+async function toWholeHashPacks(repo: string): Promise<Map<string, string>> {
+  const renamed = new Map<string, string>();
+  for (const file of await packFiles(repo)) {
+    const bytes = await readFile(file);
+    if (!bytes.subarray(bytes.length - 8).equals(Buffer.from('DRCTLPK2'))) throw new Error(`${file} is not a current pack`);
+    Buffer.from('DRCTLPK1').copy(bytes, bytes.length - 8);
+    const id = sha256(bytes);
+    await mkdir(join(repo, 'data', id.slice(0, 2)), { recursive: true });
+    await writeFile(join(repo, 'data', id.slice(0, 2), id), bytes);
+    await rm(file);
+    renamed.set(file.split('/').at(-1) as string, id);
+  }
+  return renamed;
+}
+
+/** Rewrite every index file of `repo` as format-1 JSON, under its new hash, with packs renamed by `renamed`. */
+async function toJsonIndex(repo: string, renamed: Map<string, string>): Promise<void> {
   const dir = join(repo, 'index');
   for (const name of await readdir(dir)) {
     const raw = await readFile(join(dir, name));
     if (!decompress(raw).subarray(0, 8).equals(BINARY)) throw new Error(`index/${name} is not binary`);
-    const packs = (await decodeIndexFile(raw)).packs.map((p) => ({ id: p.id, blobs: p.blobs.toEntries() }));
+    const packs = (await decodeIndexFile(raw)).packs.map((p) => ({ id: renamed.get(p.id) ?? p.id, blobs: p.blobs.toEntries() }));
     const bytes = compress(Buffer.from(JSON.stringify({ v: 1, packs })));
     await writeFile(join(dir, createHash('sha256').update(bytes).digest('hex')), bytes);
     await rm(join(dir, name));
@@ -40,7 +65,7 @@ async function indexLayouts(repo: string): Promise<string[]> {
   return out.sort();
 }
 
-test('index files written as JSON by an earlier build: backup dedups against them, check and restore read them, prune rewrites them binary', async (t) => {
+test('a repository of an earlier build (JSON index, whole-hash packs): backup dedups against it, check and restore read it, prune rewrites the index binary', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
   const dir = await tempDir(t);
   const repo = join(dir, 'repo');
@@ -48,8 +73,10 @@ test('index files written as JSON by an earlier build: backup dedups against the
   await makeRawImage(img, 32 * MiB, standardRegions());
   t.is((await drctl(['init', '--repo', repo])).code, 0);
   t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '-q'])).code, 0);
-  await toJsonIndex(repo);
+  await toJsonIndex(repo, await toWholeHashPacks(repo));
   t.deepEqual(await indexLayouts(repo), ['json']);
+  const old = await drctl(['check', '--repo', repo, '--read-data']);
+  t.is(old.code, 0, `packs named by the hash of all their bytes must pass: ${old.stdout}${old.stderr}`);
 
   await writeAt(img, 5 * MiB, seededBytes('change', 256 * 1024));
   const second = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--json']);
@@ -69,4 +96,27 @@ test('index files written as JSON by an earlier build: backup dedups against the
   t.true((await readFile(out)).equals(await readFile(img)), 'the kept point restores byte-identical');
   const after = await drctl(['check', '--repo', repo, '--read-data']);
   t.is(after.code, 0, after.stdout + after.stderr);
+});
+
+test('a damaged header in a pack of an earlier build is found by check --read-data', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  const img = join(dir, 'disk.img');
+  await makeRawImage(img, 16 * MiB, standardRegions());
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '-q'])).code, 0);
+  await toJsonIndex(repo, await toWholeHashPacks(repo));
+  const [victim] = await packFiles(repo);
+  const at = (await stat(victim as string)).size - 12 - 3;
+  const fh = await open(victim as string, 'r+');
+  const one = Buffer.alloc(1);
+  await fh.read(one, 0, 1, at);
+  one[0] = (one[0] as number) ^ 0x01;
+  await fh.write(one, 0, 1, at);
+  await fh.close();
+  const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
+  t.is(r.code, 1, r.stdout);
+  const problems = json<{ problems: { kind: string; message: string }[] }>(r).problems;
+  t.true(problems.some((p) => p.kind === 'damaged-pack' && p.message.includes((victim as string).split('/').at(-1)!.slice(0, 12))), JSON.stringify(problems));
 });
