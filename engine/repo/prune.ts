@@ -96,7 +96,7 @@ interface IndexedPack {
 }
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
-  const t0 = Date.now();
+  const t0 = performance.now(); // elapsed time: monotonic, not the wall clock (which Repository.deps.clock gives)
   const log = opts.log ?? (() => undefined);
   const lock = await repo.lock('prune', 'drctl prune', { signal: opts.signal });
   try {
@@ -117,7 +117,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
     };
     if (opts.dryRun) {
       report.unindexedPacksDeleted = [...sizes.keys()].filter((p) => !usage.has(p)).length;
-      report.durationMs = Date.now() - t0;
+      report.durationMs = Math.round(performance.now() - t0);
       return report;
     }
 
@@ -130,7 +130,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
 
     // 3. sweep
     await sweepUnderExclusiveLock(repo, opts, log, lock.id, { seen, usage, drop, repack, copied }, report);
-    report.durationMs = Date.now() - t0;
+    report.durationMs = Math.round(performance.now() - t0);
     return report;
   } finally {
     await lock.release();
