@@ -3,12 +3,12 @@
  * keep restoring, and nothing needs manual repair.
  */
 import test, { type ExecutionContext } from 'ava';
-import { readdir, readFile, truncate, writeFile, open, stat } from 'node:fs/promises';
+import { readdir, readFile, truncate, writeFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { drctl, json, startDrctl } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
-import { MiB, makeRawImage, seededBytes, standardRegions, textBytes } from '../support/images.js';
+import { MiB, flipByte, makeRawImage, seededBytes, standardRegions, textBytes } from '../support/images.js';
 
 interface Report {
   ok: boolean;
@@ -78,12 +78,7 @@ test('a flipped byte: check --read-data names exactly the affected point and dis
   if (!requireTools(t, 'qemu-img')) return;
   const { dir, repo, imgA, a, b, onlyB } = await twoPoints(t);
   const victim = onlyB[0] as string;
-  const fh = await open(victim, 'r+');
-  const one = Buffer.alloc(1);
-  await fh.read(one, 0, 1, 1000);
-  one[0] = (one[0] as number) ^ 0x40;
-  await fh.write(one, 0, 1, 1000);
-  await fh.close();
+  await flipByte(victim, 1000, 0x40);
   const structural = await drctl(['check', '--repo', repo]);
   t.is(structural.code, 0, 'a flipped byte is only visible when data is read');
   const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
@@ -109,13 +104,7 @@ test('a flipped byte in a pack header: check --read-data names the pack, and eve
   if (!requireTools(t, 'qemu-img')) return;
   const { dir, repo, imgA, imgB, a, b, onlyB } = await twoPoints(t);
   const victim = onlyB[0] as string;
-  const at = (await stat(victim)).size - 12 - 3; // in the zstd header, just before the 12-byte trailer
-  const fh = await open(victim, 'r+');
-  const one = Buffer.alloc(1);
-  await fh.read(one, 0, 1, at);
-  one[0] = (one[0] as number) ^ 0x01;
-  await fh.write(one, 0, 1, at);
-  await fh.close();
+  await flipByte(victim, (await stat(victim)).size - 12 - 3); // in the zstd header, just before the 12-byte trailer
   t.is((await drctl(['check', '--repo', repo])).code, 0, 'the header is only read with --read-data');
   const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
   t.is(r.code, 1, r.stdout);

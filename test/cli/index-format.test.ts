@@ -4,8 +4,8 @@
  * check and restore read it, and prune rewrites its index in the binary layout (FORMAT.md,
  * "Index files" and "Packs").
  */
-import test from 'ava';
-import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import test, { type ExecutionContext } from 'ava';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { compress, decompress } from 'zstd-napi';
@@ -13,7 +13,7 @@ import { decodeIndexFile } from '../../engine/repo/index-store.js';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
-import { MiB, makeRawImage, standardRegions, writeAt, seededBytes } from '../support/images.js';
+import { MiB, flipByte, makeRawImage, standardRegions, writeAt, seededBytes } from '../support/images.js';
 
 interface PointJson { id: string; stats: { newBytes: number; readBytes: number } }
 
@@ -56,6 +56,18 @@ async function toJsonIndex(repo: string, renamed: Map<string, string>): Promise<
   }
 }
 
+/** A repository with one backup of a `bytes`-long image, rewritten as an earlier build wrote it. */
+async function earlierBuildRepo(t: ExecutionContext, bytes: number): Promise<{ dir: string; repo: string; img: string }> {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  const img = join(dir, 'disk.img');
+  await makeRawImage(img, bytes, standardRegions());
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '-q'])).code, 0);
+  await toJsonIndex(repo, await toWholeHashPacks(repo));
+  return { dir, repo, img };
+}
+
 async function indexLayouts(repo: string): Promise<string[]> {
   const dir = join(repo, 'index');
   const out: string[] = [];
@@ -67,13 +79,7 @@ async function indexLayouts(repo: string): Promise<string[]> {
 
 test('a repository of an earlier build (JSON index, whole-hash packs): backup dedups against it, check and restore read it, prune rewrites the index binary', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
-  const dir = await tempDir(t);
-  const repo = join(dir, 'repo');
-  const img = join(dir, 'disk.img');
-  await makeRawImage(img, 32 * MiB, standardRegions());
-  t.is((await drctl(['init', '--repo', repo])).code, 0);
-  t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '-q'])).code, 0);
-  await toJsonIndex(repo, await toWholeHashPacks(repo));
+  const { dir, repo, img } = await earlierBuildRepo(t, 32 * MiB);
   t.deepEqual(await indexLayouts(repo), ['json']);
   const old = await drctl(['check', '--repo', repo, '--read-data']);
   t.is(old.code, 0, `packs named by the hash of all their bytes must pass: ${old.stdout}${old.stderr}`);
@@ -100,21 +106,9 @@ test('a repository of an earlier build (JSON index, whole-hash packs): backup de
 
 test('a damaged header in a pack of an earlier build is found by check --read-data', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
-  const dir = await tempDir(t);
-  const repo = join(dir, 'repo');
-  const img = join(dir, 'disk.img');
-  await makeRawImage(img, 16 * MiB, standardRegions());
-  t.is((await drctl(['init', '--repo', repo])).code, 0);
-  t.is((await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '-q'])).code, 0);
-  await toJsonIndex(repo, await toWholeHashPacks(repo));
+  const { repo } = await earlierBuildRepo(t, 16 * MiB);
   const [victim] = await packFiles(repo);
-  const at = (await stat(victim as string)).size - 12 - 3;
-  const fh = await open(victim as string, 'r+');
-  const one = Buffer.alloc(1);
-  await fh.read(one, 0, 1, at);
-  one[0] = (one[0] as number) ^ 0x01;
-  await fh.write(one, 0, 1, at);
-  await fh.close();
+  await flipByte(victim as string, (await stat(victim as string)).size - 12 - 3); // in the header
   const r = await drctl(['check', '--repo', repo, '--read-data', '--json']);
   t.is(r.code, 1, r.stdout);
   const problems = json<{ problems: { kind: string; message: string }[] }>(r).problems;

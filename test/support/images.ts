@@ -70,4 +70,17 @@ export async function writeAt(path: string, offset: number, data: Buffer): Promi
   }
 }
 
+/** Flip the bits of `mask` in the byte at `offset` of a file (damage for check and restore tests). */
+export async function flipByte(path: string, offset: number, mask = 0x01): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    const one = Buffer.alloc(1);
+    await fh.read(one, 0, 1, offset);
+    one[0] = (one[0] as number) ^ mask;
+    await fh.write(one, 0, 1, offset);
+  } finally {
+    await fh.close();
+  }
+}
+
 export { MiB };
