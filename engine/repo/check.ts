@@ -2,7 +2,8 @@
  * Repository check. Structure: every index file and point file matches its hash, every
  * indexed pack exists and is long enough, every blob a point references is indexed.
  * With readData: every pack is read, its name checked against its bytes (FORMAT.md "Packs"),
- * and every blob decompressed and re-hashed. Damage is reported as the points and the disk ranges / files it affects.
+ * and every blob decompressed and re-hashed. Damage is reported as the points and the disk
+ * ranges / files it affects.
  */
 import type { Repository } from './repository.js';
 import type { Point } from './point.js';
