@@ -5,7 +5,7 @@
 # Env: BENCH_DATA=/tmp/peerbench/data  dataset folder (made by make-dataset.sh when missing)
 #      BENCH_WORK=/tmp/peerbench/run   scratch folder (repos, restores, logs)
 #      REPS=1  TOOLS="borg-lz4 restic borg-zstd3 drctl" (in this order, see step 1)  BIG=1 (8 GiB image RSS check; 0 skips)
-#      SETTLE=70 (seconds of pause before each tool's run, see step 1)
+#      SETTLE=300 (seconds of pause before each tool's run, see step 1)
 #      PRUNE=1 (bench/prune.sh: prune of 100 points of a 1 GiB image; 0 skips)
 #      LIBVIRT=1 (bench/libvirt.mjs: VM backup/restore over SSH on the lab guest; 0 skips)
 set -euo pipefail
@@ -31,17 +31,18 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 #    fs/ext4/ialloc.c). peers.sh deletes each tool's ~60,000-file work folder at its end, so
 #    in one interleaved run every tool but the first restored its tree while the kernel
 #    scanned past those inodes (`cp -a` of the tree: 4.4 s settled, 16.5 s right after such a
-#    delete). `sync` + SETTLE seconds (default 70) before each tool gives all the same start.
+#    delete). `sync` + SETTLE seconds before each tool gives all the same start. 70 s was not
+#    enough: the next tool allocates its inodes in the same inode-table blocks, which makes
+#    them dirty, and then ext4 skips inodes deleted in the last 360 s; a tool's tree restore
+#    comes ~80 s into its run, so SETTLE defaults to 300 (~15 min more for the four tools).
 #    The same for free memory: on this VM, writing into fresh page-cache pages costs 0.1 to
 #    2 s of system time per 737 MiB depending on the state of free memory (free page
 #    reporting hands freed memory back to the host; see WRITE_PIECE_BYTES in
 #    engine/runtime/fs.ts), and every tool writes ~700 MiB per backup. So, when run as root,
 #    the page cache is dropped before each tool and the dataset read back in (warm cache).
-#    Still, whichever tool runs after another tool's run restores ~2x slower in system time than
-#    the one that runs first (bench/NOTES.md: drctl first and restic second gave the mirror
-#    image of restic first and drctl last; the cause was not found). So the first run is one
-#    the goals do not compare: borg-lz4 goes first, and restic and drctl both run after
-#    another tool, in the same condition.
+#    With a shorter pause, whichever tool ran after another tool's run restored with about
+#    twice the system time of the one that ran first (bench/NOTES.md). borg-lz4, which the
+#    goals do not compare, goes first, so that restic and drctl run in the same condition.
 TOOL_LIST=${TOOLS:-"borg-lz4 restic borg-zstd3 drctl"}
 same_memory_state() {
   [ -w /proc/sys/vm/drop_caches ] || return 0
@@ -53,7 +54,7 @@ same_memory_state() {
 mkdir -p "$WORK/peers"
 first=1
 for tool in $TOOL_LIST; do
-  sync; sleep "${SETTLE:-70}"
+  sync; sleep "${SETTLE:-300}"
   same_memory_state
   REPS=${REPS:-1} TOOLS=$tool ADAPTERS="$HERE/drctl-adapter.sh" "$SHARED/peers.sh" "$DATA" "$WORK/peers-$tool" >&2
   if [ $first = 1 ]; then
