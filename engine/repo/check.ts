@@ -54,8 +54,7 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
     problems.push({ kind: 'damaged-point', object: Keys.point(id), message: `point file ${id.slice(0, 12)} does not match its hash` });
   }
 
-  const onDisk = new Map<string, number>();
-  for await (const info of repo.target.list('data/')) onDisk.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+  const onDisk = await repo.packSizes();
   const bad = new Set<string>(); // blob hashes that cannot be read back
   const packs = checkPackSizes(repo, onDisk, bad, problems);
   const bytesRead = opts.readData ? await readPacks(repo, onDisk, packs.totalBytes, bad, problems, opts) : 0;

@@ -50,7 +50,10 @@ function locateHeader(pack: Buffer): { start: number; byTail: boolean } {
 
 /** Parse the header of a whole pack; throws a plain Error describing the damage. */
 export function readPackHeader(pack: Buffer): PackHeader {
-  const { start } = locateHeader(pack);
+  return parseHeader(pack, locateHeader(pack).start);
+}
+
+function parseHeader(pack: Buffer, start: number): PackHeader {
   const parsed = JSON.parse((zstdDecompress(pack.subarray(start, pack.length - PACK_TRAILER_BYTES))).toString('utf8')) as PackHeader;
   if (parsed.v !== 1 || !Array.isArray(parsed.blobs)) throw new Error('pack header is not a drctl v1 header');
   return parsed;
@@ -69,7 +72,7 @@ export function inspectPack(pack: Buffer): { id: string; headerOk: boolean } {
   }
   let headerOk = true;
   try {
-    readPackHeader(pack);
+    parseHeader(pack, located.start);
   } catch {
     headerOk = false;
   }

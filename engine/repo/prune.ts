@@ -96,13 +96,13 @@ interface IndexedPack {
 }
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
-  const t0 = performance.now(); // elapsed time: monotonic, not the wall clock (which Repository.deps.clock gives)
+  const t0 = performance.now(); // durations: monotonic, not the wall clock (which Repository.deps.clock gives)
   const log = opts.log ?? (() => undefined);
   const lock = await repo.lock('prune', 'drctl prune', { signal: opts.signal });
   try {
     // 1. mark
     const { points, seen } = await markAllPoints(repo, opts);
-    const sizes = await listPackSizes(repo);
+    const sizes = await repo.packSizes();
     const usage = await packUsage(repo, sizes);
     const { drop, repack } = choosePacks(usage, sizes, opts.repackThreshold);
     const freed = freedBy(usage, drop, repack);
@@ -152,13 +152,6 @@ async function markAllPoints(repo: Repository, opts: PruneOptions): Promise<{ po
   return { points, seen };
 }
 
-/** Size of every pack on the volume, by pack id. */
-async function listPackSizes(repo: Repository): Promise<Map<string, number>> {
-  const sizes = new Map<string, number>();
-  for await (const info of repo.target.list('data/')) sizes.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
-  return sizes;
-}
-
 /** Packs to delete (no live blob) and packs to repack (dead share at least `repackThreshold`). */
 function choosePacks(usage: Map<string, PackUsage>, sizes: Map<string, number>, repackThreshold: number): { drop: Set<string>; repack: Set<string> } {
   const drop = new Set<string>();
@@ -183,19 +176,19 @@ function freedBy(usage: Map<string, PackUsage>, drop: Set<string>, repack: Set<s
 
 /** Phase 3: take the exclusive lock (waiting for running backups), sweep, release it, and log how long backups were held off. */
 async function sweepUnderExclusiveLock(repo: Repository, opts: PruneOptions, log: (line: string) => void, sharedLockId: string, plan: SweepPlan, report: PruneReport): Promise<void> {
-  const tEx = Date.now();
+  const tEx = performance.now();
   const ex = await repo.lock('exclusive', 'drctl prune (final step)', {
     waitMs: opts.lockWaitMs, ignore: [sharedLockId], signal: opts.signal,
     onWait: (holder) => log(`waiting for ${holder} to finish before the final step`),
   });
-  const tHeld = Date.now();
+  const tHeld = performance.now();
   try {
     await sweep(repo, opts, log, plan, report);
   } finally {
     await ex.release();
   }
-  report.exclusiveMs = Date.now() - tHeld;
-  log(`final step held the repository for ${report.exclusiveMs} ms (waited ${tHeld - tEx} ms for it)`);
+  report.exclusiveMs = Math.round(performance.now() - tHeld);
+  log(`final step held the repository for ${report.exclusiveMs} ms (waited ${Math.round(tHeld - tEx)} ms for it)`);
 }
 
 /** The work under the exclusive lock: rescue packs new points use, write the consolidated index, delete packs and old temp files. */
@@ -269,12 +262,7 @@ async function readIndexedPacks(repo: Repository, gone: Set<string>): Promise<{ 
 
 /** Packs on the volume that no index file lists (left by killed backups). */
 async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promise<string[]> {
-  const unlisted: string[] = [];
-  for await (const info of repo.target.list('data/')) {
-    const id = info.key.slice(info.key.lastIndexOf('/') + 1);
-    if (!listed.has(id)) unlisted.push(id);
-  }
-  return unlisted;
+  return [...(await repo.packSizes()).keys()].filter((id) => !listed.has(id));
 }
 
 /** Write the consolidated index, then delete the old index files it replaces; returns how many index files there are now. */

@@ -196,6 +196,13 @@ export class Repository {
     await this.target.remove(Keys.point(id));
   }
 
+  /** Every pack on the target (indexed or not), by id, with its size in bytes. */
+  async packSizes(): Promise<Map<string, number>> {
+    const sizes = new Map<string, number>();
+    for await (const info of this.target.list('data/')) sizes.set(info.key.slice(info.key.lastIndexOf('/') + 1), info.sizeBytes);
+    return sizes;
+  }
+
   /** Every point, oldest first. Points whose file does not match its hash are reported, not returned. */
   async listPoints(): Promise<{ points: Point[]; damaged: string[] }> {
     const points: Point[] = [];
