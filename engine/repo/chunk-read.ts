@@ -7,7 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { openSync, readFullSync, closeSync } from '../runtime/fs.js';
-import { encodeBlob, lendEncoded, type Lease } from './codec-files.js';
+import { encodeBlob, lendEncoded, startReply, type Lease } from './codec-files.js';
+import { compressBound } from './codec-sync.js';
 
 /** One chunk: its length and where its data pieces are in the file (`at` = offset in the chunk). */
 export interface ChunkToRead {
@@ -35,6 +36,7 @@ let scratch = Buffer.allocUnsafeSlow(0);
  */
 export function readChunks(req: ReadChunksRequest): { results: ChunkResult[]; data: Buffer; lease?: Lease } {
   const results: ChunkResult[] = [];
+  startReply(req.compress ? req.chunks.reduce((a, c) => a + compressBound(c.length), 0) : 0);
   const fd = openSync(req.path, 'r');
   try {
     for (const c of req.chunks) {
