@@ -8,28 +8,12 @@
  * chunk left V8 holding hundreds of MiB of garbage ArrayBuffers between collections.
  */
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
-import { Compressor } from 'zstd-napi';
+import { compressionContext, decompressionContext, zstd, zstdCompress } from './zstd.js';
 
-type Binding = typeof import('zstd-napi/binding.js');
-const binding = createRequire(import.meta.url)('zstd-napi/binding.js') as Binding;
-const dctx = new binding.DCtx();
 let scratch = Buffer.allocUnsafeSlow(1024 * 1024);
 
 const PROBE_BYTES = 8 * 1024;
-
-// Contexts are reused: creating one per call cost more than compressing a 256 KiB chunk.
-const compressors = new Map<number, Compressor>();
-
-function compressor(level: number): Compressor {
-  let c = compressors.get(level);
-  if (!c) {
-    c = new Compressor();
-    c.setParameters({ compressionLevel: level });
-    compressors.set(level, c);
-  }
-  return c;
-}
+const probeOut = Buffer.allocUnsafeSlow(zstd.compressBound(PROBE_BYTES));
 
 /**
  * Random or already-compressed data: two small samples that do not compress → store raw.
@@ -49,8 +33,8 @@ function looksIncompressible(raw: Buffer, squeeze: (sample: Buffer) => number): 
  * decompression on every restore. The result is never longer than `data`.
  */
 export function compressSync(data: Buffer, level: number): { data: Buffer; codec: number } {
-  if (!looksIncompressible(data, (sample) => compressor(1).compress(sample).length)) {
-    const z = compressor(level).compress(data);
+  if (!looksIncompressible(data, (sample) => compressionContext(1).compress2(probeOut, sample))) {
+    const z = zstdCompress(data, level);
     if (z.length < data.length * 0.97) return { data: z, codec: 1 };
   }
   return { data, codec: 0 };
@@ -73,11 +57,11 @@ export function decodeVerifiedSync(stored: Buffer, codec: number, rawLength: num
   let raw: Buffer;
   try {
     if (codec === 1) {
-      const size = binding.getFrameContentSize(stored);
+      const size = zstd.getFrameContentSize(stored);
       if (size === null || size !== rawLength) return 'does not match its recorded length';
       if (reuse && scratch.length < size) scratch = Buffer.allocUnsafeSlow(nextPowerOfTwo(size)); // few growths, each leaves garbage
       const dst = reuse ? scratch.subarray(0, size) : Buffer.allocUnsafeSlow(size);
-      if (dctx.decompress(dst, stored) !== size) return 'does not match its recorded length';
+      if (decompressionContext().decompress(dst, stored) !== size) return 'does not match its recorded length';
       raw = dst;
     } else if (codec === 0) {
       raw = stored;
@@ -91,23 +75,7 @@ export function decodeVerifiedSync(stored: Buffer, codec: number, rawLength: num
   return raw;
 }
 
-// One context per level, set up as Compressor.setParameters does, so compressInto writes the
-// same frames as compressSync.
-const cctxs = new Map<number, InstanceType<Binding['CCtx']>>();
-
-function cctx(level: number): InstanceType<Binding['CCtx']> {
-  let c = cctxs.get(level);
-  if (!c) {
-    c = new binding.CCtx();
-    c.setParameter(binding.CParameter.compressionLevel, level);
-    cctxs.set(level, c);
-  }
-  return c;
-}
-
-const probeOut = Buffer.allocUnsafeSlow(binding.compressBound(PROBE_BYTES));
-
-export const compressBound = (bytes: number): number => binding.compressBound(bytes);
+export const compressBound = (bytes: number): number => zstd.compressBound(bytes);
 
 /**
  * compressSync without allocating: the frame goes into `dst`, which must have room for
@@ -116,8 +84,8 @@ export const compressBound = (bytes: number): number => binding.compressBound(by
  * fresh buffer per chunk costs page faults and garbage collections.
  */
 export function compressInto(data: Buffer, level: number, dst: Buffer): { length: number; codec: number } {
-  if (!looksIncompressible(data, (sample) => cctx(1).compress2(probeOut, sample))) {
-    const n = cctx(level).compress2(dst, data);
+  if (!looksIncompressible(data, (sample) => compressionContext(1).compress2(probeOut, sample))) {
+    const n = compressionContext(level).compress2(dst, data);
     if (n < data.length * 0.97) return { length: n, codec: 1 };
   }
   return { length: 0, codec: 0 };

@@ -5,7 +5,7 @@
  * interned.
  */
 import { endianness } from 'node:os';
-import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
+import { zstdCompress, zstdDecompress } from './zstd.js';
 import type { BlobEntry } from './pack.js';
 import { hashHex } from './codec.js';
 import { isBlobHash } from './format.js';
@@ -341,7 +341,7 @@ export async function encodeIndexFile(packs: Iterable<{ id: string; blobs: Compa
     head.writeUInt32LE(p.blobs.length, 32);
     parts.push(head, p.blobs.bytes);
   }
-  const bytes = zstdCompress(Buffer.concat(parts), { compressionLevel: 1 }); // hashes barely compress: level 3 saves 1 %
+  const bytes = zstdCompress(Buffer.concat(parts), 1); // hashes barely compress: level 3 saves 1 %
   return { id: hashHex(bytes), bytes };
 }
 

@@ -12,7 +12,7 @@
  * all their bytes and are still read and checked.
  */
 import { createHash } from 'node:crypto';
-import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
+import { zstdCompress, zstdDecompress } from './zstd.js';
 import { PACK_MAGIC, PACK_MAGIC_WHOLE, PACK_TRAILER_BYTES } from './format.js';
 
 /** [hash hex, offset, stored length, raw length, codec] */
@@ -25,7 +25,7 @@ export interface PackHeader {
 
 /** The header and trailer to append after a pack's blobs. */
 export function packTail(blobs: BlobEntry[]): Buffer {
-  const header = zstdCompress(Buffer.from(JSON.stringify({ v: 1, blobs } satisfies PackHeader)), { compressionLevel: 3 });
+  const header = zstdCompress(Buffer.from(JSON.stringify({ v: 1, blobs } satisfies PackHeader)), 3);
   const trailer = Buffer.alloc(PACK_TRAILER_BYTES);
   trailer.writeUInt32LE(header.length, 0);
   PACK_MAGIC.copy(trailer, 4);
