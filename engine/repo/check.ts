@@ -147,12 +147,12 @@ async function readPackOnce(repo: Repository, pack: string, entries: [string, Bl
   const key = Keys.pack(pack);
   const local = repo.target.localPath?.(key);
   if (local) {
-    const { results, packId, file } = await repo.workerRead(key, codecPool().verifyFile(local, refs));
+    const { results, packId, headerOk, file } = await repo.workerRead(key, codecPool().verifyFile(local, refs));
     if (file.missing) {
       for (const [h] of entries) bad.add(h);
       return 0;
     }
-    judgePack(pack, entries, file.headerOk && packId === pack, results, bad, problems);
+    judgePack(pack, entries, headerOk && packId === pack, results, bad, problems);
     return file.bytes;
   }
   let bytes: Buffer;

@@ -12,6 +12,7 @@ import { WorkerPool } from '../runtime/worker-pool.js';
 import { onShutdown } from '../runtime/shutdown.js';
 import type { ChunkResult, ReadChunksRequest } from './chunk-read.js';
 import type { Lease } from './codec-files.js';
+import type { PackInspection } from './pack.js';
 
 export type CodecRequest =
   | { id: number; op: 'hash'; data: ArrayBufferLike; offset: number; length: number }
@@ -75,11 +76,10 @@ export interface DecodedBlob {
 export interface PackFileRead {
   missing: boolean;
   bytes: number;
-  headerOk: boolean;
 }
 
 export type CodecReply =
-  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; chunks?: ChunkResult[];
+  | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; pack?: PackInspection; chunks?: ChunkResult[];
     blobs?: (EncodedBlob | { error: SourceFsError })[]; nextPos?: number; eof?: boolean; fsError?: SourceFsError; lease?: Lease }
   | { id: number; ok: false; error: string; code?: string };
 
@@ -110,8 +110,8 @@ export class CodecPool {
    */
   async verifyMany(stored: Buffer, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; packId: string; headerOk: boolean }> {
     const r = await this.send({ op: 'verify-many', blobs }, stored);
-    if (!r.ok || !r.results || r.hash === undefined) throw new Error(r.ok ? 'no results' : r.error);
-    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), packId: r.hash, headerOk: r.file?.headerOk === true };
+    if (!r.ok || !r.results || !r.pack) throw new Error(r.ok ? 'no results' : r.error);
+    return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), packId: r.pack.id, headerOk: r.pack.headerOk };
   }
 
   /**
@@ -120,11 +120,11 @@ export class CodecPool {
    * the garbage collector (check --read-data of the 2 GiB bench image: 208 -> 132 MiB peak RSS).
    * Also the id its bytes give and whether its header parses. `missing` when the file does not exist.
    */
-  async verifyFile(path: string, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; packId: string; file: PackFileRead }> {
+  async verifyFile(path: string, blobs: StoredRef[]): Promise<{ results: DecodedBlob[]; packId: string; headerOk: boolean; file: PackFileRead }> {
     const r = await this.pool.request({ op: 'verify-file', path, blobs }, []);
     if (!r.ok) throw failure(r);
     if (!r.file) throw new Error('no results');
-    return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), packId: r.hash ?? '', file: r.file };
+    return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), packId: r.pack?.id ?? '', headerOk: r.pack?.headerOk === true, file: r.file };
   }
 
   /**

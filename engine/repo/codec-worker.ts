@@ -28,7 +28,7 @@ function verdict(pack: Buffer, b: StoredRef): { ok: boolean; error?: string } {
 
 /** The reply to a request for a pack file that does not exist. */
 function missingFile(id: number): CodecReply {
-  return { id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0, headerOk: false } };
+  return { id, ok: true, data: new Uint8Array(0), codec: 0, file: { missing: true, bytes: 0 } };
 }
 
 /** Reply fields for stored bytes: a lent buffer goes with its lease; a fresh one counts towards this thread's collections. */
@@ -96,8 +96,7 @@ function handle(req: CodecRequest): CodecReply {
     case 'verify-many': {
       const data = Buffer.from(req.data, req.offset, req.length);
       const results = req.blobs.map((b) => verdict(data, b));
-      const { id, headerOk } = inspectPack(data);
-      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: id, file: { missing: false, bytes: data.length, headerOk } };
+      return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, pack: inspectPack(data) };
     }
     case 'hash': {
       const data = Buffer.from(req.data, req.offset, req.length);
@@ -166,8 +165,7 @@ function verifyFile(req: Op<'verify-file'>): CodecReply {
   if (!data) return missingFile(req.id);
   const pack = data;
   const results = req.blobs.map((b) => verdict(pack, b));
-  const { id, headerOk } = inspectPack(pack);
-  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, hash: id, file: { missing: false, bytes: pack.length, headerOk } };
+  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, pack: inspectPack(pack), file: { missing: false, bytes: pack.length } };
 }
 
 // Every 16 MiB (about one pack of check --read-data): 2026-12-01, check of the 2 GiB bench

@@ -59,11 +59,16 @@ function parseHeader(pack: Buffer, start: number): PackHeader {
   return parsed;
 }
 
+export interface PackInspection {
+  id: string;
+  headerOk: boolean;
+}
+
 /**
  * The id a whole pack's bytes give (to compare with its name), and whether its header parses.
  * id is '' when the trailer is unreadable, since then the naming rule is unknown.
  */
-export function inspectPack(pack: Buffer): { id: string; headerOk: boolean } {
+export function inspectPack(pack: Buffer): PackInspection {
   let located: { start: number; byTail: boolean };
   try {
     located = locateHeader(pack);
