@@ -135,6 +135,37 @@ export class DestinationExistsError extends DrError {
   }
 }
 
+/**
+ * Writing a restore's destination failed: its volume is full, read-only, failing or not ours
+ * to write. A restore only reads the repository, so nothing there changed.
+ */
+export class DestinationWriteError extends DrError {
+  readonly code = 'DEST_WRITE';
+  readonly exitCode = ExitCode.failed;
+}
+
+const DEST_WRITE_CAUSES: Record<string, [why: string, hint: string]> = {
+  ENOSPC: ['its volume is out of space', 'free space on that volume, or give --to a place with room'],
+  EDQUOT: ['the disk quota there is used up', 'raise the quota, or give --to another place'],
+  EROFS: ['its volume is read-only', 'give --to a writable place'],
+  EIO: ['its volume returned an I/O error', 'check that disk in the kernel log (dmesg), or give --to another place'],
+  EACCES: ['permission denied', 'restore as a user who may write there, or give --to another place'],
+  EPERM: ['permission denied', 'restore as a user who may write there, or give --to another place'],
+};
+
+/**
+ * `e` as a DestinationWriteError when it is a write error of the destination's volume (a
+ * restore's only writes go there; reads of the repository fail as DrErrors of their own);
+ * anything else as it is. `left` says what of the restore is left at `dest`.
+ */
+export function asDestinationError(e: unknown, dest: string, left: string): unknown {
+  const code = errnoCode(e);
+  const known = code === undefined || isDrError(e) ? undefined : DEST_WRITE_CAUSES[code];
+  if (!known) return e;
+  return new DestinationWriteError(`cannot write restore destination ${dest} - ${known[0]} (${code}); ${left}`,
+    `${known[1]}; the repository is unchanged`, { cause: e });
+}
+
 export class UnsafePathError extends DrError {
   readonly code = 'UNSAFE_PATH';
   readonly exitCode = ExitCode.failed;

@@ -81,7 +81,7 @@ export interface PackFileRead {
 export type CodecReply =
   | { id: number; ok: true; data: Uint8Array; codec: number; hash?: string; outputs?: [number, number][]; written?: number; results?: { ok: boolean; error?: string }[]; file?: PackFileRead; pack?: PackInspection; chunks?: ChunkResult[];
     blobs?: (EncodedBlob | { error: SourceFsError })[]; nextPos?: number; eof?: boolean; fsError?: SourceFsError; lease?: Lease }
-  | { id: number; ok: false; error: string; code?: string };
+  | { id: number; ok: false; error: string; code?: string; writing?: boolean };
 
 export class CodecPool {
   private readonly pool: WorkerPool<CodecReply>;
@@ -153,7 +153,8 @@ export class CodecPool {
    */
   async decodeAndWrite(stored: Buffer, blobs: (StoredRef & { at: number[] })[], fd: number, limit: number): Promise<{ results: DecodedBlob[]; written: number }> {
     const r = await this.send({ op: 'decode-write', blobs, fd, limit }, stored);
-    if (!r.ok || !r.results) throw new Error(r.ok ? 'no results' : r.error);
+    if (!r.ok) throw r.writing ? writeFailure(r) : new Error(r.error);
+    if (!r.results) throw new Error('no results');
     return { results: r.results.map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0 };
   }
 
@@ -163,7 +164,7 @@ export class CodecPool {
    */
   async decodeAndWriteFromFile(file: { path: string; offset: number; length: number }, blobs: (StoredRef & { at: number[] })[], fd: number, limit: number): Promise<{ results: DecodedBlob[]; written: number; missing: boolean }> {
     const r = await this.pool.request({ op: 'decode-write', file, offset: 0, length: 0, blobs, fd, limit }, []);
-    if (!r.ok) throw failure(r);
+    if (!r.ok) throw r.writing ? writeFailure(r) : failure(r);
     return { results: (r.results ?? []).map((x) => ({ ok: x.ok, error: x.error })), written: r.written ?? 0, missing: !!r.file?.missing };
   }
 
@@ -264,6 +265,11 @@ export class CodecPool {
     this.pacer.moved(owned.byteLength);
     return this.pool.request({ ...req, data: owned.buffer, offset: owned.byteOffset, length: owned.byteLength }, [owned.buffer as ArrayBuffer]);
   }
+}
+
+/** Writing the destination failed in a worker (restore): an errno error like fs throws, for the caller to name the destination. */
+function writeFailure(r: { error: string; code?: string }): Error {
+  return Object.assign(new Error(r.error), r.code ? { code: r.code } : {});
 }
 
 /** A file a worker read itself (a pack, a source image) could not be read; `code` is the errno. */

@@ -129,14 +129,19 @@ function decodeWrite(req: Op<'decode-write'>): CodecReply {
   if (!stored) return missingFile(req.id);
   const pack = stored;
   let written = 0;
-  const results = req.blobs.map((b) => {
-    const r = decodeBlob(pack, b);
-    if (typeof r === 'string') return { ok: false, error: r };
-    const spans = nonZeroSpans(r);
-    for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
-    return { ok: true };
-  });
-  return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };
+  try {
+    const results = req.blobs.map((b) => {
+      const r = decodeBlob(pack, b);
+      if (typeof r === 'string') return { ok: false, error: r };
+      const spans = nonZeroSpans(r);
+      for (const base of b.at) written += writeNonZeroSync(req.fd, r, base, req.limit, spans);
+      return { ok: true };
+    });
+    return { id: req.id, ok: true, data: new Uint8Array(0), codec: 0, results, written };
+  } catch (e) {
+    // Writing the destination failed (full, failing): not the repository, whose errors are read errors.
+    return { id: req.id, ok: false, error: (e as Error).message, code: (e as NodeJS.ErrnoException).code, writing: true };
+  }
 }
 
 /** Compress many small blobs handed over in one buffer; their outputs go back joined in one buffer. */

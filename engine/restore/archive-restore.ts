@@ -19,7 +19,7 @@ import { pack as tarPack, type Header as TarHeader, type Pack as TarPack } from 
 import { fsp, type FileHandle } from '../runtime/fs.js';
 import type { Repository } from '../repo/repository.js';
 import type { TreeEntry } from '../repo/tree.js';
-import { DestinationExistsError, InterruptedError, UsageError, errnoCode } from '../errors.js';
+import { DestinationExistsError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
 import type { PlanItem } from './files-plan.js';
 import { locateBlobs, readBlobs } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
@@ -85,7 +85,7 @@ export async function restoreArchive(repo: Repository, items: PlanItem[], dest: 
     await out.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true });
     await chunks.return?.();
-    throw e;
+    throw asDestinationError(e, dest, 'the partial archive was removed');
   }
   opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
   const dirs = kinds.filter((k) => k === 'dir').length;

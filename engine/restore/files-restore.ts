@@ -24,7 +24,7 @@ import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';
 import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
-import { IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
+import { IntegrityError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
 import { planRestore, type PlanItem } from './files-plan.js';
 import { forEachRange, locateBlobs, readRange, type PackRange } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
@@ -64,7 +64,9 @@ export async function restoreFiles(repo: Repository, point: Point, dest: string,
   const format = archiveFormat(dest);
   const r = format
     ? await restoreArchive(repo, items, resolve(dest), format, opts)
-    : await restoreFolder(repo, items, resolve(dest), opts);
+    : await restoreFolder(repo, items, resolve(dest), opts).catch((e: unknown) => {
+      throw asDestinationError(e, resolve(dest), 'the files restored so far are left there');
+    });
   return { ...r, durationMs: Math.round(performance.now() - t0) };
 }
 

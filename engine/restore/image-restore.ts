@@ -11,7 +11,7 @@ import { runBounded } from '../runtime/concurrency.js';
 import { collectGarbage } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
-import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, errnoCode } from '../errors.js';
+import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
 import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface ImageRestoreOptions {
@@ -122,7 +122,7 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
   } catch (e) {
     await fh.close().catch(() => undefined);
     await fsp.rm(path, { force: true }); // never leave a half-restored disk that looks whole
-    throw e;
+    throw asDestinationError(e, path, 'the partial image was removed');
   }
   await fh.close();
   progress(disk.sizeBytes);

@@ -3,7 +3,7 @@
  * the documented exit code, and leaves the repository consistent.
  */
 import test from 'ava';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { drctl, json } from '../support/cli.js';
@@ -180,4 +180,45 @@ test('a source disk that fails with I/O errors mid-backup: exit 2 naming it and 
   const out = join(dir, 'out.img');
   t.is((await drctl(['restore', '--repo', repo, json<{ id: string }>(first).id, '--to', out])).code, 0);
   t.true((await readFile(out)).equals(await readFile(raw)), 'the older point restores byte-identical');
+});
+
+test('a restore destination that runs out of space: exit 1, one line naming it and the lack of space, no partial image or archive left', async (t) => {
+  if (process.getuid?.() !== 0) {
+    if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail('needs root to mount a small tmpfs');
+    else t.pass();
+    return;
+  }
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const img = join(dir, 'disk.img');
+  await makeRawImage(img, 16 * MiB, [{ offset: 0, data: randomBytes(8 * MiB) }]);
+  const folder = join(dir, 'folder');
+  await mkdir(folder);
+  for (const n of ['a', 'b', 'c']) await writeFile(join(folder, n), randomBytes(3 * MiB));
+  const vmPoint = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', img, '--name', 'disk', '--json']));
+  const filesPoint = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--files', folder, '--name', 'folder', '--json']));
+
+  const mnt = join(dir, 'small');
+  await mkdir(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  t.teardown(() => void execFileSync('umount', [mnt]));
+  for (const [point, to, left] of [
+    [vmPoint.id, join(mnt, 'disk.img'), /the partial image was removed/],
+    [filesPoint.id, join(mnt, 'folder'), /the files restored so far are left there/],
+    [filesPoint.id, join(mnt, 'folder.tar'), /the partial archive was removed/],
+    [filesPoint.id, join(mnt, 'folder.zip'), /the partial archive was removed/],
+  ] as const) {
+    const r = await drctl(['restore', '--repo', repo, point, '--to', to]);
+    t.is(r.code, 1, `${to}: ${r.stderr}`);
+    const line = oneLine(r.stderr);
+    t.true(line.includes(`cannot write restore destination ${to}`), line);
+    t.regex(line, /out of space \(ENOSPC\)/);
+    t.regex(line, left);
+    t.regex(line, /give --to a place with room; the repository is unchanged/);
+    t.notRegex(line, /bug/);
+  }
+  const leftOver = (await readdir(mnt)).sort();
+  t.deepEqual(leftOver, ['folder'], 'only the folder restore leaves what it wrote');
+  t.is((await drctl(['check', '--repo', repo, '--read-data'])).code, 0);
 });
