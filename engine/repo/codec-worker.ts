@@ -185,7 +185,14 @@ parentPort?.on('message', (req: CodecRequest) => {
   clearTimeout(idle);
   idle = setTimeout(dropFreeSlabs, IDLE_SLABS_MS).unref();
   pacer.moved('data' in req && req.data ? req.data.byteLength : 0);
-  const reply = handle(req);
+  let reply: CodecReply;
+  try {
+    reply = handle(req);
+  } catch (e) {
+    // A reply, not a dead thread: a thread that threw here would end, and requests sent to it
+    // later would wait forever (the pool replaces a thread that ends, runtime/worker-pool.ts).
+    reply = { id: req.id, ok: false, error: (e as Error).message ?? String(e), code: (e as NodeJS.ErrnoException).code };
+  }
   if (reply.ok) {
     const b = reply.data;
     // Transfer when the buffer owns its memory (always for what we were sent); else it is copied.

@@ -1,33 +1,43 @@
 /**
  * Request/reply over a few worker threads: each request goes to the least busy worker and is
  * matched to its reply by id. Workers are unref'd while idle so an idle pool never keeps the
- * process alive; a worker that crashes fails every request it holds.
+ * process alive. A worker that ends (an uncaught error, an out-of-memory abort) fails every
+ * request it holds and is replaced: requests sent to a thread that has ended are never
+ * answered, and the daemon keeps one pool for months.
  */
 import { Worker } from 'node:worker_threads';
 
 interface Slot {
   worker: Worker;
   pending: number;
+  /** Threads of this slot that ended in a row without a reply in between. */
+  ended: number;
+  /** Why the slot is given up (its threads keep ending: a broken install): requests fail at once. */
+  dead?: Error;
 }
+
+/** Threads a slot may lose in a row before it is given up instead of started again. */
+const MAX_ENDED_IN_A_ROW = 3;
 
 export class WorkerPool<Reply extends { id: number }> {
   private readonly slots: Slot[] = [];
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; slot: Slot }>();
   private nextId = 1;
+  private stopping = false;
 
-  constructor(script: URL, size: number) {
+  constructor(private readonly script: URL, size: number) {
     for (let i = 0; i < Math.max(1, size); i++) {
-      const slot: Slot = { worker: new Worker(script), pending: 0 };
-      slot.worker.unref();
-      slot.worker.on('message', (reply: Reply) => this.settle(reply));
-      slot.worker.on('error', (e) => this.failAll(slot, e));
+      const slot = { pending: 0, ended: 0 } as Slot;
+      this.start(slot);
       this.slots.push(slot);
     }
   }
 
   /** Send `message` (its `id` is set here) with `transfer`, resolve with the worker's reply. */
   request(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
-    const slot = this.slots.reduce((a, b) => (b.pending < a.pending ? b : a));
+    const live = this.slots.filter((s) => !s.dead);
+    if (live.length === 0) return Promise.reject(this.slots[0]?.dead ?? new Error('no worker threads'));
+    const slot = live.reduce((a, b) => (b.pending < a.pending ? b : a));
     const id = this.nextId++;
     return new Promise<Reply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, slot });
@@ -37,13 +47,33 @@ export class WorkerPool<Reply extends { id: number }> {
   }
 
   async terminate(): Promise<void> {
+    this.stopping = true;
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  /** A new thread for `slot`; when it ends on its own, its requests fail and another takes its place. */
+  private start(slot: Slot): void {
+    const worker = new Worker(this.script);
+    let failure: Error | undefined;
+    slot.worker = worker;
+    worker.unref();
+    worker.on('message', (reply: Reply) => this.settle(reply));
+    // What the thread threw arrives as a copy, not a native Error: give callers a real one.
+    worker.on('error', (e: Error) => (failure = new Error(e?.message ?? String(e), { cause: e })));
+    worker.on('exit', (code) => {
+      if (this.stopping) return;
+      const why = failure ?? new Error(`a worker thread ended (exit code ${code})`);
+      this.failAll(slot, why);
+      if (++slot.ended >= MAX_ENDED_IN_A_ROW) slot.dead = why;
+      else this.start(slot);
+    });
   }
 
   private settle(reply: Reply): void {
     const p = this.waiting.get(reply.id);
     if (!p) return;
     this.waiting.delete(reply.id);
+    p.slot.ended = 0;
     if (--p.slot.pending === 0) p.slot.worker.unref();
     p.resolve(reply);
   }
