@@ -3,14 +3,13 @@
  * together. Used by `drctl daemon`, `drctl backup --policy`, `drctl status`, the catalog
  * commands — and by tests, which pass a simulated clock.
  */
-import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { loadConfig, formatProblem, type LoadedConfig, type Policy, type TargetConfig } from '../policies/config.js';
 import { CronSchedule } from '../policies/cron.js';
 import { applyRetention } from '../policies/retention.js';
 import { Catalog } from '../engine/catalog/index.js';
 import { Daemon, JobRunner, type JobLimits, type JobPolicy, type PolicyLoad, type Schedules } from '../engine/jobs/index.js';
-import type { SleepClock } from '../engine/runtime/index.js';
+import { makeDirs, type SleepClock } from '../engine/runtime/index.js';
 import { UsageError } from '../engine/errors.js';
 import { IscsiTarget, openLocalTarget, type TargetDriver } from '../targets/index.js';
 import type { CliContext } from './context.js';
@@ -62,7 +61,7 @@ export async function openTargetConfig(t: TargetConfig, stateDirPath?: string): 
     if (!stateDirPath) throw new UsageError(`target ${t.name} (${t.file}) is an iSCSI target: this command cannot attach it`, `attach it first with \`drctl target attach ${t.name}\``);
     return IscsiTarget.open(t, stateDirPath);
   }
-  await mkdir(t.path, { recursive: true });
+  await makeDirs(t.path);
   return openLocalTarget(t.path);
 }
 

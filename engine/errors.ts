@@ -166,6 +166,12 @@ export function asDestinationError(e: unknown, dest: string, left: string): unkn
     `${known[1]}; the repository is unchanged`, { cause: e });
 }
 
+/** Creating a restore's destination (its folder, the image or archive file) failed; nothing was written. */
+export function destinationCreateError(dest: string, e: unknown): UsageError {
+  return new UsageError(`cannot create restore destination ${dest} - ${(e as Error).message}`,
+    'check that its folder exists and is writable, or give --to another place', { cause: e });
+}
+
 export class UnsafePathError extends DrError {
   readonly code = 'UNSAFE_PATH';
   readonly exitCode = ExitCode.failed;

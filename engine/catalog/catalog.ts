@@ -7,7 +7,7 @@
  * and one-off CLI runs share the file, so every change is a read-modify-write under a lock
  * file (proper-lockfile), and lowdb writes it atomically (temp file + rename).
  */
-import { mkdir } from 'node:fs/promises';
+import { makeDirs } from '../runtime/fs.js';
 import { dirname } from 'node:path';
 import { Low } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
@@ -93,7 +93,7 @@ export class Catalog {
   private constructor(readonly file: string) {}
 
   static async open(file: string): Promise<Catalog> {
-    await mkdir(dirname(file), { recursive: true });
+    await makeDirs(dirname(file));
     return new Catalog(file);
   }
 

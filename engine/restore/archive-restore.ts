@@ -16,10 +16,10 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ZipArchive } from 'archiver';
 import { pack as tarPack, type Header as TarHeader, type Pack as TarPack } from 'tar-stream';
-import { fsp, type FileHandle } from '../runtime/fs.js';
+import { fsp, makeDirs, type FileHandle } from '../runtime/fs.js';
 import type { Repository } from '../repo/repository.js';
 import type { TreeEntry } from '../repo/tree.js';
-import { DestinationExistsError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
+import { DestinationExistsError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import type { PlanItem } from './files-plan.js';
 import { locateBlobs, readBlobs } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
@@ -73,9 +73,10 @@ export async function restoreArchive(repo: Repository, items: PlanItem[], dest: 
     }
   };
 
-  await fsp.mkdir(dirname(dest), { recursive: true });
   const tmp = `${dest}.partial-${randomBytes(6).toString('hex')}`;
-  const out = await fsp.open(tmp, 'wx', 0o644);
+  const out = await makeDirs(dirname(dest)).then(() => fsp.open(tmp, 'wx', 0o644)).catch((e: unknown) => {
+    throw destinationCreateError(dest, e);
+  });
   try {
     const incompressible = (e: TreeEntry) => (e.content?.length ?? 0) > 0 && e.content!.every((h) => located.get(h)!.codec === Codec.raw);
     if (format === 'zip') await writeZip(out, items, kinds, content, incompressible);

@@ -11,7 +11,7 @@ import { runBounded } from '../runtime/concurrency.js';
 import { collectGarbage } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
-import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
+import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface ImageRestoreOptions {
@@ -84,7 +84,7 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
     fh = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (opts.overwrite ? 0 : constants.O_EXCL), 0o600);
   } catch (e) {
     if (errnoCode(e) === 'EEXIST') throw new DestinationExistsError(path);
-    throw new UsageError(`cannot create restore destination ${path} - ${(e as Error).message}`, 'check that the folder exists and is writable');
+    throw destinationCreateError(path, e);
   }
   let written = 0;
   let done = 0;

@@ -6,8 +6,8 @@
  * a folder has to go is refused, whatever `overwrite` says.
  */
 import { join, sep } from 'node:path';
-import { fsp, type Dirent } from '../runtime/fs.js';
-import { DestinationExistsError, UnsafePathError, UsageError, errnoCode } from '../errors.js';
+import { fsp, makeDirs, type Dirent } from '../runtime/fs.js';
+import { DestinationExistsError, UnsafePathError, UsageError, destinationCreateError, errnoCode } from '../errors.js';
 import type { TreeEntry } from '../repo/tree.js';
 
 /** Normalize an --include path: '/a//b/' → 'a/b'; '' means the whole point. */
@@ -107,7 +107,9 @@ export async function makeDir(abs: string, existed: boolean, replace: boolean): 
 
 /** Create the destination root (and its parents); a symlink given as the root itself is the operator's choice. */
 export async function makeRoot(root: string): Promise<string> {
-  await fsp.mkdir(root, { recursive: true });
+  await makeDirs(root).catch((e: unknown) => {
+    throw destinationCreateError(root, e);
+  });
   const real = await fsp.realpath(root);
   const st = await fsp.stat(real);
   if (!st.isDirectory()) throw new UsageError(`restore destination ${root} is not a folder`, 'give a folder, or a path ending in .zip, .tar or .tar.gz');

@@ -3,6 +3,7 @@
  * imports fs from here), plus the few helpers writers need.
  */
 import { promises as fsp, constants, readSync, writeSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 export { fsp, constants };
 
@@ -45,6 +46,26 @@ export function readFullSync(fd: number, buf: Uint8Array, offset: number, length
     n += got;
   }
   return n;
+}
+
+/**
+ * `mkdir -p`: the missing folders of `path`, from the nearest one that exists down. Not Node's
+ * `mkdir(path, { recursive: true })`, which never returns where a parent exists but creating
+ * the child fails with ENOENT (a path in /proc or /sys: `drctl init --repo /proc/x` and a
+ * restore to /proc/x spun forever). Errors are those of the mkdir that failed, naming its folder.
+ */
+export async function makeDirs(path: string, mode?: number): Promise<void> {
+  const missing: string[] = [];
+  for (let dir = resolve(path); ; dir = dirname(dir)) {
+    const st = await fsp.stat(dir).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    if (st) break; // not a folder: the mkdir below it fails with ENOTDIR
+    missing.push(dir);
+    if (dirname(dir) === dir) break;
+  }
+  for (const dir of missing.reverse()) {
+    // EEXIST: made meanwhile by someone else, or a dangling symlink (the next mkdir says ENOENT).
+    await fsp.mkdir(dir, mode === undefined ? undefined : { mode }).catch((e: NodeJS.ErrnoException) => (e.code === 'EEXIST' ? undefined : Promise.reject(e)));
+  }
 }
 
 /** fsync a directory so a rename inside it survives a crash. */

@@ -7,3 +7,4 @@
 export { systemClock, systemSleepClock, type Clock, type SleepClock } from './clock.js';
 export { execFile } from './exec.js';
 export { shutdown } from './shutdown.js';
+export { makeDirs } from './fs.js';

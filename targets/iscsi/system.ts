@@ -2,7 +2,8 @@
  * Small wrappers around the system tools both attach strategies share: mount table, blkid,
  * fsck, mount/umount, loop devices, process checks. Every failure names the target.
  */
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { makeDirs } from '../../engine/runtime/fs.js';
 import { connect } from 'node:net';
 import { execFile, type ExecResult } from '../../engine/runtime/exec.js';
 import { IscsiAttachError } from './errors.js';
@@ -72,7 +73,7 @@ export async function checkAndMount(t: IscsiTargetConfig, device: string): Promi
     }
   }
   // xfs replays its log at mount time; xfs_repair is only for a filesystem that will not mount.
-  await mkdir(t.mountpoint, { recursive: true });
+  await makeDirs(t.mountpoint);
   await run(t, 'mount', ['-t', t.filesystem, device, t.mountpoint], `mounting ${device} on ${t.mountpoint}`);
 }
 

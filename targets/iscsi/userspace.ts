@@ -10,7 +10,8 @@
  * - The daemon runs detached (`--daemonize`), so the volume outlives the drctl process that
  *   attached it; attach.json (volume.ts) records its pid.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { makeDirs } from '../../engine/runtime/fs.js';
 import { join } from 'node:path';
 import { execFile } from '../../engine/runtime/exec.js';
 import { IscsiAttachError, IscsiAuthError } from './errors.js';
@@ -41,7 +42,7 @@ export async function attachUserspace(t: IscsiTargetConfig, runDir: string, secr
   if (unreachable) {
     throw new IscsiAttachError(`target ${t.name}: portal ${t.portal} is unreachable (${unreachable})`, `check that the storage is up and that ${t.portal} is reachable from this machine`);
   }
-  await mkdir(runDir, { recursive: true, mode: 0o700 });
+  await makeDirs(runDir, 0o700);
   const exportFile = join(runDir, 'lun.raw');
   const pidFile = join(runDir, 'qsd.pid');
   const secretPath = join(runDir, 'chap.secret');

@@ -9,7 +9,8 @@
  * healthy (daemon dead, mount gone) is torn down — unmount, loop device, FUSE export, daemon
  * or kernel session — before a fresh one, so `detach` and the next `attach` always work.
  */
-import { mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { makeDirs } from '../../engine/runtime/fs.js';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { UsageError, errnoCode } from '../../engine/errors.js';
@@ -180,7 +181,7 @@ async function writeState(dir: string, s: AttachState): Promise<void> {
 }
 
 async function locked<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   const release = await lockfile.lock(join(dir, 'attach.json'), {
     realpath: false, stale: 30_000, update: 5_000, lockfilePath: join(dir, 'attach.lock'),
     retries: { retries: 400, minTimeout: 100, maxTimeout: 500 },

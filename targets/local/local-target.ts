@@ -8,7 +8,7 @@ import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type BlobInfo, type ByteRange, type ObjectUpload, type TargetDriver, type TargetFactory } from '../types.js';
 import { TargetFullError, TargetIoError, errnoCode } from '../../engine/errors.js';
-import { WRITE_PIECE_BYTES, fsyncDir } from '../../engine/runtime/fs.js';
+import { WRITE_PIECE_BYTES, fsyncDir, makeDirs } from '../../engine/runtime/fs.js';
 
 export interface LocalTargetConfig {
   path: string;
@@ -164,7 +164,7 @@ export class LocalTarget implements TargetDriver {
 
   async mkdirOnce(dir: string): Promise<void> {
     if (this.dirsMade.has(dir)) return;
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     this.dirsMade.add(dir);
   }
 

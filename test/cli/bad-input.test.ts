@@ -3,7 +3,7 @@
  * the documented exit code, and leaves the repository consistent.
  */
 import test from 'ava';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { drctl, json } from '../support/cli.js';
@@ -221,4 +221,33 @@ test('a restore destination that runs out of space: exit 1, one line naming it a
   const leftOver = (await readdir(mnt)).sort();
   t.deepEqual(leftOver, ['folder'], 'only the folder restore leaves what it wrote');
   t.is((await drctl(['check', '--repo', repo, '--read-data'])).code, 0);
+});
+
+test('a restore destination or repository that cannot be created (in /proc, behind a dangling symlink) fails in one line instead of hanging', async (t) => {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const folder = join(dir, 'folder');
+  await mkdir(folder);
+  await writeFile(join(folder, 'a'), 'some bytes');
+  const img = join(dir, 'disk.img');
+  await makeRawImage(img, 4 * MiB, [{ offset: 0, data: randomBytes(MiB) }]);
+  const files = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--files', folder, '--name', 'f', '--json']));
+  const disk = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', img, '--name', 'd', '--json']));
+  const dangling = join(dir, 'gone');
+  await symlink(join(dir, 'no-such-folder'), dangling);
+  // Node's recursive mkdir never returned for these (the parent exists, creating the child fails with ENOENT).
+  for (const [point, to] of [
+    [files.id, '/proc/drctl-restore'], [files.id, join(dangling, 'out')], [files.id, join(dangling, 'out.tar')], [disk.id, join(dangling, 'out.img')],
+  ] as const) {
+    const r = await drctl(['restore', '--repo', repo, point, '--to', to]);
+    t.is(r.code, 2, `${to}: ${r.stderr}`);
+    const line = oneLine(r.stderr);
+    t.true(line.startsWith(`drctl: cannot create restore destination ${to} - `), line);
+    t.regex(line, /ENOENT|EACCES/);
+    t.notRegex(line, /bug/);
+  }
+  const init = await drctl(['init', '--repo', '/proc/drctl-repo']);
+  t.is(init.code, 1, init.stderr);
+  t.true(oneLine(init.stderr).includes('/proc/drctl-repo'), init.stderr);
 });
