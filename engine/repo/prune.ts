@@ -20,7 +20,8 @@
 import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import { Keys } from './format.js';
-import { CompactEntries, decodeIndexFile, encodeIndexFile } from './index-store.js';
+import { decodeIndexFile, type CompactEntries } from './index-store.js';
+import { writeIndexFiles, type IndexedPack } from './index-files.js';
 import { markPoint } from './reachable.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
@@ -75,9 +76,6 @@ interface PackUsage {
 /** Temp files younger than this may belong to a write in progress (a lock being refreshed). */
 const TEMP_GRACE_MS = 60 * 60_000;
 
-/** Blobs per consolidated index file (4.5 MB of 45-byte entries before zstd). */
-const INDEX_BLOBS_PER_FILE = 100_000;
-
 /** What the mark phase decided, carried into the sweep, which may still rescue packs. */
 interface SweepPlan {
   /** Ids of the points marked in phase 1; any other point was committed during prune. */
@@ -87,12 +85,6 @@ interface SweepPlan {
   repack: Set<string>;
   /** Hashes already copied into new packs by the repack. */
   copied: Set<string>;
-}
-
-/** A pack as an index file lists it. */
-interface IndexedPack {
-  id: string;
-  blobs: CompactEntries;
 }
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
@@ -267,7 +259,7 @@ async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promis
 
 /** Write the consolidated index, then delete the old index files it replaces; returns how many index files there are now. */
 async function replaceIndexFiles(repo: Repository, oldFiles: string[], keepPacks: IndexedPack[]): Promise<number> {
-  const newFiles = await writeConsolidatedIndex(repo, keepPacks);
+  const newFiles = await writeIndexFiles(repo, keepPacks);
   for (const id of oldFiles) if (!newFiles.has(id)) await removeIfThere(repo, Keys.index(id));
   repo.index.files.clear();
   for (const id of newFiles) repo.index.files.add(id);
@@ -332,28 +324,6 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   })());
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
   return { copied, written: new Set(writer.packsWritten()) };
-}
-
-/** Index files listing `packs`, ~INDEX_BLOBS_PER_FILE blobs each; returns their ids. */
-async function writeConsolidatedIndex(repo: Repository, packs: IndexedPack[]): Promise<Set<string>> {
-  const ids = new Set<string>();
-  let group: IndexedPack[] = [];
-  let blobs = 0;
-  const flush = async (): Promise<void> => {
-    if (group.length === 0) return;
-    const { id, bytes } = await encodeIndexFile(group);
-    if (!repo.index.files.has(id)) await repo.target.put(Keys.index(id), bytes, { replace: true });
-    ids.add(id);
-    group = [];
-    blobs = 0;
-  };
-  for (const p of packs) {
-    group.push(p);
-    blobs += p.blobs.length;
-    if (blobs >= INDEX_BLOBS_PER_FILE) await flush();
-  }
-  await flush();
-  return ids;
 }
 
 async function removeIfThere(repo: Repository, key: string): Promise<void> {

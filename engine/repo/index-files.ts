@@ -1,0 +1,39 @@
+/**
+ * Writing whole index files for a set of packs: prune's consolidated index (the packs it keeps)
+ * and `drctl repair index` (every pack whose header reads). Each file lists ~INDEX_BLOBS_PER_FILE
+ * blobs; a file is named by its hash, so writing one that exists already changes nothing.
+ */
+import type { Repository } from './repository.js';
+import { Keys } from './format.js';
+import { encodeIndexFile, type CompactEntries } from './index-store.js';
+
+/** A pack as an index file lists it. */
+export interface IndexedPack {
+  id: string;
+  blobs: CompactEntries;
+}
+
+/** Blobs per index file written here (4.5 MB of 45-byte entries before zstd). */
+const INDEX_BLOBS_PER_FILE = 100_000;
+
+/** Index files listing `packs`; returns their ids. The caller deletes the files they replace, after. */
+export async function writeIndexFiles(repo: Repository, packs: IndexedPack[]): Promise<Set<string>> {
+  const ids = new Set<string>();
+  let group: IndexedPack[] = [];
+  let blobs = 0;
+  const flush = async (): Promise<void> => {
+    if (group.length === 0) return;
+    const { id, bytes } = await encodeIndexFile(group);
+    if (!repo.index.files.has(id)) await repo.target.put(Keys.index(id), bytes, { replace: true });
+    ids.add(id);
+    group = [];
+    blobs = 0;
+  };
+  for (const p of packs) {
+    group.push(p);
+    blobs += p.blobs.length;
+    if (blobs >= INDEX_BLOBS_PER_FILE) await flush();
+  }
+  await flush();
+  return ids;
+}
