@@ -30,7 +30,9 @@ export const checkCommand: CommandSpec<Opts> = {
     const ms = performance.now() - t0;
     if (opts.json) printJson(ctx, { ...report, durationMs: Math.round(ms) });
     say(ctx, opts, `checked ${repo.location}: ${report.points} points, ${report.packs} packs, ${report.blobs} blobs${report.readData ? `, ${bytes(report.bytesRead)} read and verified in ${duration(ms)} (${rate(report.bytesRead, ms)})` : ' (structure only; --read-data verifies content)'}`);
-    if (report.unindexedPacks) say(ctx, opts, `  ${report.unindexedPacks} pack(s) left by interrupted backups are not referenced (harmless; prune removes them)`);
+    // Packs in no index beside points that miss data: lost or damaged index files, which the packs' own headers can rebuild.
+    const indexLost = report.unindexedPacks > 0 && report.problems.some((p) => p.kind === 'missing-blob' || p.kind === 'damaged-index');
+    if (report.unindexedPacks && !indexLost) say(ctx, opts, `  ${report.unindexedPacks} pack(s) left by interrupted backups are not referenced (harmless; prune removes them)`);
     if (report.ok) {
       say(ctx, opts, 'no problems found');
       return ExitCode.ok;
@@ -40,6 +42,9 @@ export const checkCommand: CommandSpec<Opts> = {
       ctx.stderr.write(`affected point ${a.id.slice(0, 12)} (${a.name}, ${a.time}):\n`);
       for (const item of a.items.slice(0, 50)) ctx.stderr.write(`  ${item}\n`);
       if (a.items.length > 50) ctx.stderr.write(`  … and ${a.items.length - 50} more (see --json)\n`);
+    }
+    if (indexLost) {
+      ctx.stderr.write(`${report.unindexedPacks} pack(s) are in no index: if index files were lost or damaged, \`drctl repair index\` rebuilds the index from the packs' own headers\n`);
     }
     ctx.stderr.write(`check found ${report.problems.length} problem(s) affecting ${report.affected.length} point(s); other points restore normally\n`);
     return ExitCode.failed;

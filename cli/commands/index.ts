@@ -27,6 +27,7 @@ export const commandModules: CommandModule[] = [
   { word: 'prune', load: async () => one((await import('./prune.js')).pruneCommand) },
   { word: 'daemon', load: async () => one((await import('./daemon.js')).daemonCommand) },
   { word: 'status', load: async () => one((await import('./status.js')).statusCommand) },
+  { word: 'repair', load: async () => one((await import('./repair.js')).repairIndexCommand) },
   { word: 'catalog', load: async () => one((await import('./catalog.js')).catalogRebuildCommand) },
   {
     word: 'policy',

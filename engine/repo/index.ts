@@ -23,8 +23,10 @@ export { shutdownCodecPool, startCodecPool } from './codec-pool.js';
 export type { TreeEntry } from './tree.js';
 export type { CheckReport } from './check.js';
 export type { PruneOptions, PruneReport } from './prune.js';
+export type { RepairIndexOptions, RepairIndexReport } from './repair.js';
 
-// Check and prune load on first call: most commands load this index, and the two would add
-// ~7 ms to each.
+// Check, prune and repair load on first call: most commands load this index, and they would
+// add ~7 ms to each.
 export const checkRepository = loadOnCall(() => import('./check.js'), 'checkRepository');
 export const pruneRepository = loadOnCall(() => import('./prune.js'), 'pruneRepository');
+export const repairIndex = loadOnCall(() => import('./repair.js'), 'repairIndex');

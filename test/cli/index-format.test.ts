@@ -114,3 +114,20 @@ test('a damaged header in a pack of an earlier build is found by check --read-da
   const problems = json<{ problems: { kind: string; message: string }[] }>(r).problems;
   t.true(problems.some((p) => p.kind === 'damaged-pack' && p.message.includes((victim as string).split('/').at(-1)!.slice(0, 12))), JSON.stringify(problems));
 });
+
+test('an earlier build\'s repository that lost its index: repair index rebuilds it from the whole-hash packs, and the point restores', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, img } = await earlierBuildRepo(t, 16 * MiB);
+  const [point] = json<{ id: string }[]>(await drctl(['points', '--repo', repo, '--json']));
+  await rm(join(repo, 'index'), { recursive: true });
+  await mkdir(join(repo, 'index'));
+  const repair = await drctl(['repair', 'index', '--repo', repo, '--json']);
+  t.is(repair.code, 0, repair.stderr);
+  const r = json<{ packs: number; packsIndexed: number }>(repair);
+  t.true(r.packs > 0 && r.packsIndexed === r.packs);
+  t.deepEqual(await indexLayouts(repo), ['binary']);
+  const out = join(dir, 'out.img');
+  t.is((await drctl(['restore', '--repo', repo, point!.id, '--to', out])).code, 0);
+  t.true((await readFile(out)).equals(await readFile(img)));
+  t.is((await drctl(['check', '--repo', repo, '--read-data'])).code, 0);
+});
