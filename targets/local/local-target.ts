@@ -54,7 +54,8 @@ export class LocalTarget implements TargetDriver {
     try {
       h = await fsp.open(this.path(key), 'r');
     } catch (e) {
-      if (errnoCode(e) === 'ENOENT') throw new BlobNotFoundError(key, this.location);
+      // ENOTDIR: a file where a folder of the key should be (--repo naming a file): not there either.
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') throw new BlobNotFoundError(key, this.location);
       throw this.wrap(e, `reading ${key}`);
     }
     try {

@@ -61,6 +61,12 @@ test('a folder that is not a repository: exit 2, names it, nothing written there
   const again = await drctl(['init', '--repo', dir]);
   t.is(again.code, 2, 'init over a non-empty folder must refuse');
   t.regex(oneLine(again.stderr), /not empty/);
+  // A file given as the repository: the same, not an I/O error of the volume.
+  const file = join(dir, 'notes.txt');
+  const onFile = await drctl(['points', '--repo', file]);
+  t.is(onFile.code, 2, onFile.stderr);
+  t.true(oneLine(onFile.stderr).includes(file));
+  t.regex(oneLine(onFile.stderr), /not a drctl repository/);
 });
 
 test('a repository of a newer format version: exit 2, says to upgrade, changes nothing', async (t) => {
