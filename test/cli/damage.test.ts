@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { drctl, json, startDrctl } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
+import { packFiles, useSmallPacks } from '../support/repo-files.js';
 import { MiB, flipByte, makeRawImage, seededBytes, standardRegions, textBytes } from '../support/images.js';
 
 interface Report {
@@ -17,29 +18,20 @@ interface Report {
   unindexedPacks: number;
 }
 
-async function packs(repo: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const d of await readdir(join(repo, 'data'))) for (const f of await readdir(join(repo, 'data', d))) out.push(join(repo, 'data', d, f));
-  return out.sort();
-}
-
 /** Two points of different data in separate small packs; returns the packs only B uses. */
 async function twoPoints(t: ExecutionContext) {
   const dir = await tempDir(t);
   const repo = join(dir, 'repo');
   t.is((await drctl(['init', '--repo', repo])).code, 0);
-  const cfgPath = join(repo, 'config.json');
-  const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as { packTargetBytes: number };
-  cfg.packTargetBytes = 1 * MiB; // many small packs, so damage hits one point's data only
-  await writeFile(cfgPath, JSON.stringify(cfg));
+  await useSmallPacks(repo, 1 * MiB);
   const imgA = join(dir, 'a.img');
   const imgB = join(dir, 'b.img');
   await makeRawImage(imgA, 64 * MiB, standardRegions('a'));
   await makeRawImage(imgB, 16 * MiB, [{ offset: 0, data: seededBytes('b', 4 * MiB) }, { offset: 8 * MiB, data: textBytes('b', 2 * MiB) }]);
   const a = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', imgA, '--name', 'a', '--json']));
-  const packsA = await packs(repo);
+  const packsA = await packFiles(repo);
   const b = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', imgB, '--name', 'b', '--json']));
-  const onlyB = (await packs(repo)).filter((p) => !packsA.includes(p));
+  const onlyB = (await packFiles(repo)).filter((p) => !packsA.includes(p));
   t.true(onlyB.length >= 2, 'expected several packs for point b');
   // Largest first: a data pack, so a byte at offset 1000 lies inside a chunk, not a header.
   const sizes = new Map(await Promise.all(onlyB.map(async (p) => [p, (await stat(p)).size] as const)));
@@ -128,10 +120,10 @@ test('kill -9 mid-backup: check passes, older points restore, the next backup ne
   const first = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', small, '--name', 's', '--json']));
   const big = join(dir, 'big.img');
   await makeRawImage(big, 384 * MiB, Array.from({ length: 12 }, (_, i) => ({ offset: i * 32 * MiB, data: seededBytes(`big${i}`, 24 * MiB) })));
-  const before = (await packs(repo)).length;
+  const before = (await packFiles(repo)).length;
   const child = startDrctl(['backup', '--repo', repo, '--image', big, '--name', 'big']);
   // Kill once the backup is writing packs (it has made progress but cannot have committed).
-  for (let i = 0; i < 400 && (await packs(repo)).length <= before + 1; i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 400 && (await packFiles(repo)).length <= before + 1; i++) await new Promise((r) => setTimeout(r, 25));
   child.kill('SIGKILL');
   await new Promise((r) => child.on('close', r));
   const points = json<{ id: string }[]>(await drctl(['points', '--repo', repo, '--json']));
@@ -205,9 +197,9 @@ test('a bad sector under a pack: restore of its point fails in one line naming t
   await makeRawImage(a, 4 * MiB, [{ offset: 0, data: seededBytes('a', 4 * MiB) }]);
   await makeRawImage(b, 4 * MiB, [{ offset: 0, data: seededBytes('b', 4 * MiB) }]);
   const pa = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', a, '--name', 'a', '--json']));
-  const before = await packs(repo);
+  const before = await packFiles(repo);
   const pb = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', b, '--name', 'b', '--json']));
-  const bPack = (await packs(repo)).filter((p) => !before.includes(p))[0] as string;
+  const bPack = (await packFiles(repo)).filter((p) => !before.includes(p))[0] as string;
   const key = bPack.slice(repo.length + 1);
   execFileSync('umount', [mnt]);
   // Where b's pack sits on the volume: a read error from its second block on.

@@ -13,6 +13,7 @@ import { decodeIndexFile } from '../../engine/repo/index-store.js';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
+import { packFiles } from '../support/repo-files.js';
 import { MiB, flipByte, makeRawImage, standardRegions, writeAt, seededBytes } from '../support/images.js';
 
 interface PointJson { id: string; stats: { newBytes: number; readBytes: number } }
@@ -20,12 +21,6 @@ interface PointJson { id: string; stats: { newBytes: number; readBytes: number }
 const BINARY = Buffer.from('DRCTLIX2');
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-async function packFiles(repo: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const d of await readdir(join(repo, 'data'))) for (const f of await readdir(join(repo, 'data', d))) out.push(join(repo, 'data', d, f));
-  return out;
-}
 
 /** Rewrite every pack as an earlier build wrote it (trailer DRCTLPK1, named by the hash of all its bytes); old id -> new id. */
 async function toWholeHashPacks(repo: string): Promise<Map<string, string>> {

@@ -10,25 +10,17 @@ import { join } from 'node:path';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
+import { packFiles, useSmallPacks } from '../support/repo-files.js';
 import { MiB, flipByte, makeRawImage, seededBytes, standardRegions, textBytes } from '../support/images.js';
 
 interface RepairJson { packs: number; packsIndexed: number; blobs: number; unreadable: { pack: string; why: string }[]; indexFilesBefore: number; indexFilesAfter: number }
-
-async function packFiles(repo: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const d of await readdir(join(repo, 'data'))) for (const f of await readdir(join(repo, 'data', d))) out.push(join(repo, 'data', d, f));
-  return out.sort();
-}
 
 /** An image point and a file point, each in several small packs, with two index files. */
 async function twoPoints(t: ExecutionContext) {
   const dir = await tempDir(t);
   const repo = join(dir, 'repo');
   t.is((await drctl(['init', '--repo', repo])).code, 0);
-  const cfgPath = join(repo, 'config.json');
-  const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as { packTargetBytes: number };
-  cfg.packTargetBytes = 1 * MiB; // many packs: damage to one hits one point only
-  await writeFile(cfgPath, JSON.stringify(cfg));
+  await useSmallPacks(repo, 1 * MiB);
   const img = join(dir, 'disk.img');
   await makeRawImage(img, 64 * MiB, standardRegions('repair'));
   const folder = join(dir, 'folder');
