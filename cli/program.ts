@@ -13,6 +13,7 @@ import { commandsFor } from './commands/index.js';
 const GROUPS: Record<string, string> = {
   policy: 'check and explain policy files',
   retention: 'try retention rules without a repository',
+  repair: 'mend a repository from what it still holds: repair index',
   catalog: 'the catalog of jobs and recovery points (a cache of the repositories)',
   target: 'volumes that hold repositories: test, attach, detach, format, df',
   hosts: 'hypervisor hosts of the config folder',
