@@ -30,28 +30,27 @@ function scratchOf(bytes: number): Buffer {
  */
 class Sink {
   private own: Buffer = Buffer.allocUnsafeSlow(1 << 20);
-  /** Where bytes go: `own`, or a region of slab `slab` from `at`. */
+  /** Where bytes go: `own`, or the slab region `placed` says. */
   private buf: Buffer = this.own;
-  private slab = -1;
-  private at = 0;
+  /** The slab and offset the reply is written to; undefined while it goes into `own`. */
+  placed: SlabRoom | undefined;
   private used = 0;
 
-  /** Gather the next reply in `slab` from `at`, into at most `bytes` bytes. */
-  aim(slab: number, mem: SharedArrayBuffer, at: number, bytes: number): void {
-    this.buf = Buffer.from(mem, at, bytes);
-    this.slab = slab;
-    this.at = at;
+  /** Gather the next reply in `room`, into at most `bytes` bytes. */
+  aim(room: SlabRoom, bytes: number): void {
+    this.buf = Buffer.from(room.mem, room.at, bytes);
+    this.placed = room;
   }
 
   /** Room for `bytes` more at the end; add() what was written. */
   room(bytes: number): Buffer {
     if (this.buf.length < this.used + bytes) {
       // Past the slab region (never when the request's bound held): on in a buffer of our own.
-      const size = Math.max(this.buf === this.own ? 2 * this.own.length : this.own.length, this.used + bytes);
+      const size = Math.max(this.placed ? this.own.length : 2 * this.own.length, this.used + bytes);
       const bigger = size > this.own.length ? Buffer.allocUnsafeSlow(size) : this.own;
       this.buf.copy(bigger, 0, 0, this.used);
       this.own = this.buf = bigger;
-      this.slab = -1;
+      this.placed = undefined;
     }
     return this.buf.subarray(this.used, this.used + bytes);
   }
@@ -64,11 +63,6 @@ class Sink {
     return this.used;
   }
 
-  /** The slab and offset the reply was written to, or undefined when it is in the sink's own buffer. */
-  get placed(): { slab: number; at: number } | undefined {
-    return this.slab >= 0 ? { slab: this.slab, at: this.at } : undefined;
-  }
-
   /** Everything added, in shared memory of its own; the sink is empty again. */
   take(): Buffer {
     return this.takeInto(Buffer.from(new SharedArrayBuffer(this.used)));
@@ -76,7 +70,7 @@ class Sink {
 
   /** Everything added, copied into `out` (exactly `size` bytes) unless it is there already; the sink is empty again. */
   takeInto(out: Buffer): Buffer {
-    if (this.slab < 0) this.buf.copy(out, 0, 0, this.used);
+    if (!this.placed) this.buf.copy(out, 0, 0, this.used);
     this.reset();
     return out;
   }
@@ -84,7 +78,7 @@ class Sink {
   /** Empty, and gathering into its own buffer. */
   reset(): void {
     this.buf = this.own;
-    this.slab = -1;
+    this.placed = undefined;
     this.used = 0;
   }
 }
@@ -132,23 +126,15 @@ export function lendEncoded(): { data: Buffer; lease?: Lease } {
     sink.reset();
     return { data: Buffer.alloc(0) }; // only hashes (or nothing stored)
   }
-  const placed = sink.placed;
-  if (placed) return lend(placed.slab, slabs[placed.slab]!, placed.at, bytes);
-  let empty = -1;
-  for (let slab = 0; slab < MAX_SLABS; slab++) {
-    const mem = slabs[slab];
-    if (!mem) {
-      if (empty < 0) empty = slab;
-      continue;
-    }
-    if (mem.byteLength - freeFrom(slab) >= bytes) return lend(slab, mem, filled[slab]!, bytes);
-  }
+  const room = sink.placed ?? slabWithRoom(bytes);
+  if (room) return lend(room, bytes);
+  let empty = 0;
+  while (empty < MAX_SLABS && slabs[empty]) empty++;
   const size = Math.max(SLAB_MIN_BYTES, Math.ceil(bytes / (1 << 20)) << 20);
   const held = slabs.reduce((a, m) => a + (m?.byteLength ?? 0), 0);
-  if (empty < 0 || held + size > SLABS_MAX_BYTES) return { data: sink.take() };
+  if (empty === MAX_SLABS || held + size > SLABS_MAX_BYTES) return { data: sink.take() };
   const mem = (slabs[empty] = new SharedArrayBuffer(size));
-  filled[empty] = 0;
-  return lend(empty, mem, 0, bytes);
+  return lend({ slab: empty, mem, at: 0 }, bytes);
 }
 
 /**
@@ -161,19 +147,27 @@ export function lendEncoded(): { data: Buffer; lease?: Lease } {
  */
 export function startReply(maxBytes: number): void {
   sink.reset();
-  if (maxBytes === 0) return;
+  const room = maxBytes > 0 ? slabWithRoom(maxBytes) : undefined;
+  if (room) sink.aim(room, maxBytes);
+}
+
+/** Free room in a slab: from `at` to its end. */
+interface SlabRoom {
+  slab: number;
+  mem: SharedArrayBuffer;
+  at: number;
+}
+
+/** The first slab with `bytes` free after its last reply still lent (all of it once none is). */
+function slabWithRoom(bytes: number): SlabRoom | undefined {
   for (let slab = 0; slab < MAX_SLABS; slab++) {
     const mem = slabs[slab];
     if (!mem) continue;
-    const at = freeFrom(slab);
-    if (mem.byteLength - at >= maxBytes) return sink.aim(slab, mem, at, maxBytes);
+    if (Atomics.load(leases, slab) === 0) filled[slab] = 0;
+    const at = filled[slab]!;
+    if (mem.byteLength - at >= bytes) return { slab, mem, at };
   }
-}
-
-/** Where the free room of a slab starts (all of it once no reply from it is lent out). */
-function freeFrom(slab: number): number {
-  if (Atomics.load(leases, slab) === 0) filled[slab] = 0;
-  return filled[slab]!;
+  return undefined;
 }
 
 /** Forget the slabs not lent out: their memory goes once both threads have collected them. */
@@ -183,7 +177,7 @@ export function dropFreeSlabs(): void {
   }
 }
 
-function lend(slab: number, mem: SharedArrayBuffer, at: number, bytes: number): { data: Buffer; lease: Lease } {
+function lend({ slab, mem, at }: SlabRoom, bytes: number): { data: Buffer; lease: Lease } {
   filled[slab] = at + ((bytes + 63) & ~63); // next reply on a cache line of its own
   Atomics.add(leases, slab, 1);
   return { data: sink.takeInto(Buffer.from(mem, at, bytes)), lease: { slab, leases } };

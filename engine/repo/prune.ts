@@ -21,12 +21,11 @@ import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import { Keys } from './format.js';
 import { decodeIndexFile, type CompactEntries } from './index-store.js';
-import { writeIndexFiles, type IndexedPack } from './index-files.js';
+import { removeIfThere, replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { markPoint } from './reachable.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError } from '../errors.js';
-import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface PruneOptions {
   /** Repack a pack when at least this share of its bytes is unused (0..1). */
@@ -257,15 +256,6 @@ async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promis
   return [...(await repo.packSizes()).keys()].filter((id) => !listed.has(id));
 }
 
-/** Write the consolidated index, then delete the old index files it replaces; returns how many index files there are now. */
-async function replaceIndexFiles(repo: Repository, oldFiles: string[], keepPacks: IndexedPack[]): Promise<number> {
-  const newFiles = await writeIndexFiles(repo, keepPacks);
-  for (const id of oldFiles) if (!newFiles.has(id)) await removeIfThere(repo, Keys.index(id));
-  repo.index.files.clear();
-  for (const id of newFiles) repo.index.files.add(id);
-  return newFiles.size;
-}
-
 /** Live and dead bytes per pack, read from the index files one at a time. */
 async function packUsage(repo: Repository, sizes: Map<string, number>): Promise<Map<string, PackUsage>> {
   const usage = new Map<string, PackUsage>();
@@ -324,14 +314,6 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   })());
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
   return { copied, written: new Set(writer.packsWritten()) };
-}
-
-async function removeIfThere(repo: Repository, key: string): Promise<void> {
-  try {
-    await repo.target.remove(key);
-  } catch (e) {
-    if (!(e instanceof BlobNotFoundError)) throw e;
-  }
 }
 
 function throwIfAborted(signal?: AbortSignal): void {

@@ -15,11 +15,10 @@ import type { Repository } from './repository.js';
 import type { LockWait } from './locks.js';
 import { Keys, PACK_MAGIC, PACK_TRAILER_BYTES } from './format.js';
 import { CompactEntries } from './index-store.js';
-import { writeIndexFiles, type IndexedPack } from './index-files.js';
+import { replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { packIdOfTail, readPackHeader, type BlobEntry } from './pack.js';
 import type { ProgressFn } from '../progress.js';
 import { InterruptedError } from '../errors.js';
-import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface RepairIndexOptions {
   lockWait?: LockWait;
@@ -60,17 +59,14 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
       opts.onProgress?.({ phase: 'repair', doneBytes: ++done, totalBytes: sizes.size });
     }
     if (opts.signal?.aborted) throw new InterruptedError();
-    const after = await writeIndexFiles(repo, packs);
-    for (const id of before) {
-      if (!after.has(id)) await repo.target.remove(Keys.index(id)).catch((e: unknown) => (e instanceof BlobNotFoundError ? undefined : Promise.reject(e)));
-    }
+    const indexFilesAfter = await replaceIndexFiles(repo, before, packs);
     return {
       packs: sizes.size,
       packsIndexed: packs.length,
       blobs: packs.reduce((n, p) => n + p.blobs.length, 0),
       unreadable,
       indexFilesBefore: before.length,
-      indexFilesAfter: after.size,
+      indexFilesAfter,
       durationMs: Math.round(performance.now() - t0),
     };
   } finally {
