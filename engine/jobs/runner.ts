@@ -297,8 +297,14 @@ export class JobRunner {
         break;
       }
       if (!empty) throw e;
-      this.deps.log(`target ${targetName}: created a new repository in ${target.location}`);
-      return Repository.init(target, deps);
+      try {
+        const repo = await Repository.init(target, deps);
+        this.deps.log(`target ${targetName}: created a new repository in ${target.location}`);
+        return repo;
+      } catch (initError) {
+        // Another job on this new target created it first (both found it empty): use theirs.
+        return await Repository.open(target, deps).catch(() => Promise.reject(initError));
+      }
     }
   }
 
