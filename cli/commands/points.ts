@@ -1,3 +1,4 @@
+import { ExitCode } from '../../engine/errors.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import { openRepo, type RepoOptions } from '../repo-option.js';
 import { bytes } from '../format.js';
@@ -12,19 +13,20 @@ export const pointsCommand: CommandSpec<Opts> = {
     { flags: '--name <name>', description: 'only points of this name' },
     { flags: '--policy <name>', description: 'only points made by this policy' },
   ],
-  exitCodes: '0 listed · 2 no repository',
+  exitCodes: '0 listed · 2 no repository · 3 listed, but a damaged point file was skipped (named on stderr)',
   async run(ctx: CliContext, opts: Opts) {
     const repo = await openRepo(ctx, opts);
     const { points, damaged } = await repo.listPoints();
     const shown = points.filter((p) => (!opts.name || p.name === opts.name) && (!opts.policy || p.policy === opts.policy));
     for (const id of damaged) ctx.stderr.write(`warning: point file ${id.slice(0, 12)} is damaged and was skipped - run \`drctl check\`\n`);
+    const code = damaged.length > 0 ? ExitCode.partial : ExitCode.ok;
     if (opts.json) {
       printJson(ctx, shown);
-      return 0;
+      return code;
     }
     if (shown.length === 0) {
       if (!opts.quiet) ctx.stdout.write(`no recovery points${opts.name ? ` named ${opts.name}` : ''} in ${repo.location}\n`);
-      return 0;
+      return code;
     }
     const withPolicy = shown.some((p) => p.policy);
     const rows = shown.map((p) => [
@@ -34,6 +36,6 @@ export const pointsCommand: CommandSpec<Opts> = {
     const head = ['ID', 'TIME', 'KIND', withPolicy ? 'POLICY/NAME' : 'NAME', 'SIZE', 'NEW', 'FLAGS'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
     for (const r of [head, ...rows]) ctx.stdout.write(r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
-    return 0;
+    return code;
   },
 };

@@ -19,6 +19,7 @@ import { replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { packIdOfTail, readPackHeader, type BlobEntry } from './pack.js';
 import type { ProgressFn } from '../progress.js';
 import { InterruptedError } from '../errors.js';
+import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface RepairIndexOptions {
   lockWait?: LockWait;
@@ -78,10 +79,12 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
 async function packEntries(repo: Repository, id: string, size: number): Promise<CompactEntries | string> {
   const key = Keys.pack(id);
   if (size < PACK_TRAILER_BYTES) return `is too short to hold a header (${size} bytes)`;
-  let end = await repo.target.get(key, { offset: size - Math.min(size, TAIL_GUESS_BYTES), length: Math.min(size, TAIL_GUESS_BYTES) });
+  let end = await readEnd(repo, key, size, Math.min(size, TAIL_GUESS_BYTES));
+  if (typeof end === 'string') return end;
   const tailBytes = end.readUInt32LE(end.length - PACK_TRAILER_BYTES) + PACK_TRAILER_BYTES;
   if (tailBytes > size) return 'has a header length larger than the pack (truncated or overwritten)';
-  if (tailBytes > end.length) end = await repo.target.get(key, { offset: size - tailBytes, length: tailBytes });
+  if (tailBytes > end.length) end = await readEnd(repo, key, size, tailBytes);
+  if (typeof end === 'string') return end;
   const tail = end.subarray(end.length - tailBytes);
   let blobs: BlobEntry[];
   try {
@@ -98,4 +101,19 @@ async function packEntries(repo: Repository, id: string, size: number): Promise<
     && offset >= 0 && length >= 0 && offset + length <= bulk && (codec === 0 || codec === 1);
   if (!blobs.every(fits)) return 'has a header that lists blobs outside the pack (damaged)';
   return CompactEntries.of(blobs);
+}
+
+/**
+ * The last `length` bytes of a pack listed with `size` bytes, or why not: a pack that shrank or
+ * went away since the listing (only the volume itself can do that under the exclusive lock) is
+ * reported like a damaged one. Other read errors end the run before any index file changes.
+ */
+async function readEnd(repo: Repository, key: string, size: number, length: number): Promise<Buffer | string> {
+  try {
+    const got = await repo.target.get(key, { offset: size - length, length });
+    return got.length === length ? got : `shrank below its listed ${size} bytes while being read`;
+  } catch (e) {
+    if (e instanceof BlobNotFoundError) return 'disappeared while being read';
+    throw e;
+  }
 }

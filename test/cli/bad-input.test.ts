@@ -229,7 +229,7 @@ test('a restore destination that runs out of space: exit 1, one line naming it a
   t.is((await drctl(['check', '--repo', repo, '--read-data'])).code, 0);
 });
 
-test('a restore destination or repository that cannot be created (in /proc, behind a dangling symlink) fails in one line instead of hanging', async (t) => {
+test('a restore destination or repository that cannot be created (in /proc, behind a dangling symlink, a file in the way) fails in one line instead of hanging', async (t) => {
   const dir = await tempDir(t);
   const repo = join(dir, 'repo');
   t.is((await drctl(['init', '--repo', repo])).code, 0);
@@ -253,7 +253,9 @@ test('a restore destination or repository that cannot be created (in /proc, behi
     t.regex(line, /ENOENT|EACCES/);
     t.notRegex(line, /bug/);
   }
-  const init = await drctl(['init', '--repo', '/proc/drctl-repo']);
-  t.is(init.code, 1, init.stderr);
-  t.true(oneLine(init.stderr).includes('/proc/drctl-repo'), init.stderr);
+  for (const repo of ['/proc/drctl-repo', join(dangling, 'repo'), join(folder, 'a')]) {
+    const init = await drctl(['init', '--repo', repo]);
+    t.is(init.code, 2, init.stderr);
+    t.true(oneLine(init.stderr).startsWith(`drctl: cannot create repository folder ${repo} - `), init.stderr);
+  }
 });

@@ -110,6 +110,23 @@ test('a flipped byte in a pack header: check --read-data names the pack, and eve
   await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
 });
 
+test('a damaged point file: points lists the others with a warning naming it (exit 3), check names it, the other point restores', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, imgA, a, b } = await twoPoints(t);
+  await flipByte(join(repo, 'points', `${b.id}.json`), 20);
+  const r = await drctl(['points', '--repo', repo, '--json']);
+  t.is(r.code, 3, r.stderr);
+  t.deepEqual(json<{ id: string }[]>(r).map((p) => p.id), [a.id]);
+  t.true(r.stderr.includes(`point file ${b.id.slice(0, 12)} is damaged`), r.stderr);
+  const text = await drctl(['points', '--repo', repo]);
+  t.is(text.code, 3);
+  t.true(text.stdout.includes(a.id.slice(0, 12)), text.stdout);
+  const c = await drctl(['check', '--repo', repo, '--json']);
+  t.is(c.code, 1);
+  t.true(json<Report>(c).problems.some((p) => p.kind === 'damaged-point' && p.message.includes(b.id.slice(0, 12))));
+  await restores(t, repo, a.id, join(dir, 'a-out.img'), imgA);
+});
+
 test('kill -9 mid-backup: check passes, older points restore, the next backup needs no unlock', async (t) => {
   if (!requireTools(t, 'qemu-img')) return;
   const dir = await tempDir(t);
