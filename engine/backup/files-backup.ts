@@ -25,7 +25,8 @@ import type { ItemError, Placement, Point } from '../repo/point.js';
 import type { CdcParams } from '../repo/chunker-cdc.js';
 import { encodeTree, readTree, type TreeEntry } from '../repo/tree.js';
 import { InterruptedError, SourceError, errnoCode } from '../errors.js';
-import { ItemSkipped, Slots, SmallFileEncoder, SyncStatPolicy, describeFsError, specialKind, storeChunkedFile, storeWhole, type StoredContent } from './files-source.js';
+import { JobGroup, Slots } from '../runtime/concurrency.js';
+import { ItemSkipped, SmallFileEncoder, entryMeta, isUnchanged, SyncStatPolicy, describeFsError, specialKind, storeChunkedFile, storeWhole, type StoredContent } from './files-source.js';
 
 export interface BackupFolderOptions {
   /** Name of the protected object; points of one name form its generations. */
@@ -124,9 +125,8 @@ class FolderBackup {
   /** dev:ino of files with more than one link → the first path seen and its entry. */
   private readonly links = new Map<string, { path: string; done: Promise<TreeEntry | undefined> }>();
   private readonly chunking: CdcParams;
-  private failure: unknown;
-  /** Every guarded job, so a failed run can wait until nothing is writing any more. */
-  private readonly running = new Set<Promise<unknown>>();
+  /** Every file and folder job; the first failure stops the walk. */
+  private readonly jobs: JobGroup;
   private doneBytes = 0;
   private reportedBytes = 0;
   private readonly totalBytes: number;
@@ -135,6 +135,7 @@ class FolderBackup {
     this.chunking = repo.config.fileChunking;
     this.smallFiles = new SmallFileEncoder(repo.config.compression.level);
     this.totalBytes = parent?.stats.logicalBytes ?? 0;
+    this.jobs = new JobGroup(opts.signal, () => new InterruptedError());
   }
 
   async run(rootPath: string, names: string[], parentTree: string | undefined): Promise<string> {
@@ -142,12 +143,10 @@ class FolderBackup {
     try {
       root = await this.walkDir(rootPath, '', names, parentTree);
     } catch (e) {
-      this.failure ??= e;
+      this.jobs.fail(e);
     }
-    // Let every started job settle before reporting a failure: nothing may still be writing.
     const hash = await root?.later;
-    while (this.running.size > 0) await Promise.all(this.running);
-    this.throwIfFailed();
+    await this.jobs.settle();
     this.opts.onProgress?.({ phase: 'backup', doneBytes: this.doneBytes, totalBytes: this.totalBytes });
     return hash as string;
   }
@@ -162,7 +161,7 @@ class FolderBackup {
     const [stats, prev] = await Promise.all([this.lstatAll(abs, names), this.loadParentTree(parentTree, rel)]);
     const pending: Pending[] = [];
     for (let i = 0; i < names.length; i++) {
-      this.throwIfFailed();
+      this.jobs.throwIfFailed();
       const name = names[i] as string;
       const st = stats[i] as BigIntStats | Error;
       const path = rel ? `${rel}/${name}` : name;
@@ -176,7 +175,7 @@ class FolderBackup {
       const stored = await storeWhole(this.writer, encodeTree(entries.filter((e): e is TreeEntry => e !== undefined)));
       return stored.hashes[0] as string;
     });
-    return { later: this.guard(done) };
+    return { later: this.jobs.guard(done) };
   }
 
   /** lstat every name of a folder: synchronously while that is fast (see SyncStatPolicy). */
@@ -202,7 +201,7 @@ class FolderBackup {
       try {
         const target = await fsp.readlink(abs);
         this.stats.files++;
-        return { ...meta(name, 'symlink', st), target };
+        return { ...entryMeta(name, 'symlink', st), target };
       } catch (e) {
         return this.skip(path, describeFsError(e));
       }
@@ -212,7 +211,7 @@ class FolderBackup {
     if (st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
       const first = this.links.get(key);
-      if (first) return { later: this.guard(this.hardLink(abs, path, name, st, first)) };
+      if (first) return { later: this.jobs.guard(this.hardLink(abs, path, name, st, first)) };
       const job = await this.startFile(abs, path, name, st, prev);
       this.links.set(key, { path, done: job.later });
       return job;
@@ -229,7 +228,7 @@ class FolderBackup {
     }
     this.stats.dirs++;
     const dir = await this.walkDir(abs, path, names, prev?.type === 'dir' ? prev.subtree : undefined);
-    return { later: dir.later.then((subtree) => (subtree === undefined ? undefined : { ...meta(name, 'dir', st), subtree })) };
+    return { later: dir.later.then((subtree) => (subtree === undefined ? undefined : { ...entryMeta(name, 'dir', st), subtree })) };
   }
 
   /** Reuse the parent's entry of an unchanged file, or start reading it once a slot is free. */
@@ -239,14 +238,14 @@ class FolderBackup {
       this.stats.unchangedFiles++;
       this.stats.logicalBytes += size;
       this.progress(size, path);
-      return { later: Promise.resolve({ ...meta(name, 'file', st), size, content: prev.content }) };
+      return { later: Promise.resolve({ ...entryMeta(name, 'file', st), size, content: prev.content }) };
     }
     await this.slots.acquire();
-    if (this.failed()) {
+    if (this.jobs.failed()) {
       this.slots.release();
       return { later: Promise.resolve(undefined) };
     }
-    return { later: this.guard(this.storeFile(abs, path, name, st).finally(() => this.slots.release())) };
+    return { later: this.jobs.guard(this.storeFile(abs, path, name, st).finally(() => this.slots.release())) };
   }
 
   private async storeFile(abs: string, path: string, name: string, st: BigIntStats): Promise<TreeEntry | undefined> {
@@ -263,7 +262,7 @@ class FolderBackup {
     this.stats.logicalBytes += content.bytes;
     this.stats.readBytes += content.bytes;
     this.progress(content.bytes, path);
-    return { ...meta(name, 'file', st), size: content.bytes, content: content.hashes };
+    return { ...entryMeta(name, 'file', st), size: content.bytes, content: content.hashes };
   }
 
   private async storeLarge(abs: string): Promise<StoredContent> {
@@ -282,7 +281,7 @@ class FolderBackup {
       // The first path could not be read; this one may still be readable.
       return (await this.startFile(abs, path, name, st, undefined)).later;
     }
-    return { ...meta(name, 'hardlink', st), size: target.size, content: target.content, linkTo: first.path };
+    return { ...entryMeta(name, 'hardlink', st), size: target.size, content: target.content, linkTo: first.path };
   }
 
   private async loadParentTree(hash: string | undefined, rel: string): Promise<Map<string, TreeEntry> | undefined> {
@@ -296,26 +295,6 @@ class FolderBackup {
     }
   }
 
-  /** Record the first fatal error instead of rejecting, so no promise is ever left unhandled. */
-  private guard<T>(p: Promise<T>): Promise<T | undefined> {
-    const g = p.catch((e: unknown) => {
-      this.failure ??= e;
-      return undefined;
-    });
-    this.running.add(g);
-    void g.then(() => this.running.delete(g));
-    return g;
-  }
-
-  private failed(): boolean {
-    if (this.failure === undefined && this.opts.signal?.aborted) this.failure = new InterruptedError();
-    return this.failure !== undefined;
-  }
-
-  private throwIfFailed(): void {
-    if (this.failed()) throw this.failure;
-  }
-
   private skip(path: string, message: string): undefined {
     this.errors.push({ path, message });
     return undefined;
@@ -327,23 +306,4 @@ class FolderBackup {
     this.reportedBytes = this.doneBytes;
     this.opts.onProgress({ phase: 'backup', doneBytes: this.doneBytes, totalBytes: this.totalBytes, item });
   }
-}
-
-function meta(name: string, type: TreeEntry['type'], st: BigIntStats): TreeEntry {
-  return {
-    name, type,
-    mode: Number(st.mode & 0o7777n),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    mtimeNs: st.mtimeNs.toString(),
-    size: 0,
-    ino: st.ino.toString(),
-    ctimeNs: st.ctimeNs.toString(),
-  };
-}
-
-function isUnchanged(prev: TreeEntry, st: BigIntStats): boolean {
-  return (prev.type === 'file' || prev.type === 'hardlink')
-    && prev.size === Number(st.size) && prev.mtimeNs === st.mtimeNs.toString()
-    && prev.ino === st.ino.toString() && prev.ctimeNs === st.ctimeNs.toString();
 }

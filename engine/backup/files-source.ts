@@ -12,6 +12,8 @@ import type { BlobWriter } from '../repo/blob-writer.js';
 import type { CdcParams } from '../repo/chunker-cdc.js';
 import { codecPool, type EncodedData, type EncodedWindow, type SourceFsError } from '../repo/codec-pool.js';
 import { InterruptedError, errnoCode } from '../errors.js';
+import { Slots } from '../runtime/concurrency.js';
+import type { TreeEntry } from '../repo/tree.js';
 
 /** Small files per worker request, and their total lstat size: one message instead of hundreds. */
 const BATCH_FILES = 256;
@@ -199,32 +201,23 @@ export class SmallFileEncoder {
   }
 }
 
-/** A counting semaphore; waiters are served in order. */
-export class Slots {
-  private readonly waiters: { units: number; resolve: () => void }[] = [];
-  private free: number;
+/** A tree entry's metadata from lstat (`size` 0: the caller sets what it stored). */
+export function entryMeta(name: string, type: TreeEntry['type'], st: BigIntStats): TreeEntry {
+  return {
+    name, type,
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    size: 0,
+    ino: st.ino.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+  };
+}
 
-  constructor(private readonly capacity: number) {
-    this.free = capacity;
-  }
-
-  /** Take `units` (at most the capacity, so a big one still gets through); returns how many to release. */
-  async acquire(units = 1): Promise<number> {
-    const n = Math.min(units, this.capacity);
-    if (this.waiters.length === 0 && this.free >= n) {
-      this.free -= n;
-      return n;
-    }
-    await new Promise<void>((resolve) => this.waiters.push({ units: n, resolve }));
-    return n;
-  }
-
-  release(units = 1): void {
-    this.free += units;
-    for (let w = this.waiters[0]; w && w.units <= this.free; w = this.waiters[0]) {
-      this.waiters.shift();
-      this.free -= w.units;
-      w.resolve();
-    }
-  }
+/** Whether a file is as the parent point saw it: same type, size, mtime, inode and ctime (its content is not read again). */
+export function isUnchanged(prev: TreeEntry, st: BigIntStats): boolean {
+  return (prev.type === 'file' || prev.type === 'hardlink')
+    && prev.size === Number(st.size) && prev.mtimeNs === st.mtimeNs.toString()
+    && prev.ino === st.ino.toString() && prev.ctimeNs === st.ctimeNs.toString();
 }
