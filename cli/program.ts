@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, isDrError, ExitCode } from '../engine/errors.js';
-import type { CliContext } from './context.js';
+import { printJson, type CliContext } from './context.js';
 import type { CommandSpec } from './command.js';
 import { commandsFor } from './commands/index.js';
 
@@ -66,8 +66,12 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
     return code;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // --help and --version are "errors" to commander; usage mistakes exit 2.
-      return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+      // --help and --version are "errors" to commander; usage mistakes exit 2. Commander has
+      // printed the mistake on stderr; --json still gets its one document on stdout.
+      if (e.exitCode === 0) return ExitCode.ok;
+      const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
+      if (words.includes('--json')) printJson(ctx, { error: { code: 'USAGE', message: e.message.replace(/^error: /, ''), hint: 'run with --help for usage' } });
+      return ExitCode.usage;
     }
     return reportError(ctx, e, json, argv.includes('--debug'));
   }

@@ -154,16 +154,17 @@ const DEST_WRITE_CAUSES: Record<string, [why: string, hint: string]> = {
 };
 
 /**
- * `e` as a DestinationWriteError when it is a write error of the destination's volume (a
- * restore's only writes go there; reads of the repository fail as DrErrors of their own);
- * anything else as it is. `left` says what of the restore is left at `dest`.
+ * `e` as a DestinationWriteError when it is a system error of the destination (a restore's
+ * only writes go there; reads of the repository fail as DrErrors of their own); anything else
+ * as it is. `left` says what of the restore is left at `dest`.
  */
 export function asDestinationError(e: unknown, dest: string, left: string): unknown {
   const code = errnoCode(e);
-  const known = code === undefined || isDrError(e) ? undefined : DEST_WRITE_CAUSES[code];
-  if (!known) return e;
-  return new DestinationWriteError(`cannot write restore destination ${dest} - ${known[0]} (${code}); ${left}`,
-    `${known[1]}; the repository is unchanged`, { cause: e });
+  if (code === undefined || isDrError(e)) return e;
+  // Other errnos (ESPIPE, EINVAL from a device or /proc file given as --to): said as they are.
+  const [why, hint] = DEST_WRITE_CAUSES[code] ?? [(e as Error).message.replace(/^\w+: /, ''), 'give --to a regular file or folder on a writable volume'];
+  return new DestinationWriteError(`cannot write restore destination ${dest} - ${why} (${code}); ${left}`,
+    `${hint}; the repository is unchanged`, { cause: e });
 }
 
 /** Creating a restore's destination (its folder, the image or archive file) failed; nothing was written. */
@@ -175,8 +176,8 @@ export function destinationCreateError(dest: string, e: unknown): UsageError {
 export class UnsafePathError extends DrError {
   readonly code = 'UNSAFE_PATH';
   readonly exitCode = ExitCode.failed;
-  constructor(path: string, why: string) {
-    super(`refusing to write ${path} - ${why}`, 'the point holds a name that would escape the destination; restore another point or use --include');
+  constructor(path: string, why: string, hint = 'the point holds a name that would escape the destination; restore another point or use --include') {
+    super(`refusing to write ${path} - ${why}`, hint);
   }
 }
 

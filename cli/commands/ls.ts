@@ -8,7 +8,7 @@ import type { TreeEntry } from '../../engine/repo/index.js';
 import { normalizeInclude, planRestore } from '../../engine/restore/index.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
-import { bytes } from '../format.js';
+import { bytes, printable } from '../format.js';
 import type { CommandSpec } from '../command.js';
 
 type Opts = RepoOptions & OutputOptions & { name?: string; long?: boolean };
@@ -70,10 +70,11 @@ function describe(path: string, e: TreeEntry): Record<string, unknown> {
 
 /** A folder ends in '/', a symlink shows its target, a hard link the path it shares data with. */
 function shortName(path: string, e: TreeEntry): string {
-  if (e.type === 'dir') return `${path}/`;
-  if (e.type === 'symlink') return `${path} -> ${e.target ?? ''}`;
-  if (e.type === 'hardlink') return `${path} => ${e.linkTo ?? ''}`;
-  return path;
+  const shown = printable(path);
+  if (e.type === 'dir') return `${shown}/`;
+  if (e.type === 'symlink') return `${shown} -> ${printable(e.target ?? '')}`;
+  if (e.type === 'hardlink') return `${shown} => ${printable(e.linkTo ?? '')}`;
+  return shown;
 }
 
 function longLine(path: string, e: TreeEntry): string {
@@ -82,7 +83,9 @@ function longLine(path: string, e: TreeEntry): string {
 }
 
 function mtimeIso(ns: string): string {
-  return new Date(Number(BigInt(ns) / 1_000_000n)).toISOString();
+  const n = BigInt(ns);
+  const ms = n / 1_000_000n - (n < 0n && n % 1_000_000n !== 0n ? 1n : 0n); // floor, also before 1970
+  return new Date(Number(ms)).toISOString();
 }
 
 /** `ls -l` style: type letter, then rwx for owner, group and others with s/S and t/T. */

@@ -1,9 +1,9 @@
 import { resolve } from 'node:path';
-import { UsageError } from '../../engine/errors.js';
+import { ExitCode, UsageError } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
-import { bytes, duration, rate } from '../format.js';
+import { bytes, duration, printable, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
 import type { ConfigOptions } from '../config-option.js';
 import type { Repository, Point } from '../../engine/repo/index.js';
@@ -34,7 +34,7 @@ export const restoreCommand: CommandSpec<Opts> = {
     { flags: '--shutdown-timeout <seconds>', description: 'original VM: wait this long for a graceful shutdown (default 60)' },
     { flags: '--no-safety-point', description: 'original VM: do not take a point of the current state first' },
   ],
-  exitCodes: '0 restored · 1 failed (damaged data; a partial image file is removed) · 2 bad arguments, unknown point, destination exists',
+  exitCodes: '0 restored · 1 failed (damaged data; a partial image file is removed) · 2 bad arguments, unknown point, destination exists · 3 a .zip left out items it cannot name (listed)',
   async run(ctx: CliContext, opts: Opts, args: string[]) {
     if (opts.host) return restoreVm(ctx, opts, args[0] as string);
     if (opts.as) throw new UsageError('--as needs --host NODE', 'e.g. `drctl restore POINT --host hv2 --as web01-copy`');
@@ -56,9 +56,14 @@ export const restoreCommand: CommandSpec<Opts> = {
       } else {
         const r = await restoreFiles(repo, point, dest, { include: opts.include, overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
         progress.done();
-        if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, dest: r.dest, files: r.files, dirs: r.dirs, bytes: r.bytes, durationMs: r.durationMs });
+        if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, dest: r.dest, files: r.files, dirs: r.dirs, bytes: r.bytes, durationMs: r.durationMs, skipped: r.skipped ?? [] });
         say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) to ${r.dest}`);
         say(ctx, opts, `  ${r.files} files, ${r.dirs} folders, ${bytes(r.bytes)} in ${duration(r.durationMs)} (${rate(r.bytes, performance.now() - t0)}), every chunk verified`);
+        for (const s of r.skipped ?? []) ctx.stderr.write(`not restored ${printable(s.path)}: ${s.why}\n`);
+        if (r.skipped?.length) {
+          ctx.stderr.write(`restore is partial: ${r.skipped.length} item(s) not in ${r.dest} (listed above)\n`);
+          return ExitCode.partial;
+        }
       }
     } finally {
       progress.done();

@@ -166,7 +166,7 @@ class FolderBackup {
       const st = stats[i] as BigIntStats | Error;
       const path = rel ? `${rel}/${name}` : name;
       if (st instanceof Error) {
-        this.skip(path, errnoCode(st) === 'ENOENT' && name.includes('\uFFFD') ? 'skipped: the name is not valid UTF-8' : describeFsError(st));
+        this.skip(path, errnoCode(st) === 'ENOENT' && name.includes('\uFFFD') ? 'its name is not valid UTF-8 (drctl stores UTF-8 names only)' : describeFsError(st));
         continue;
       }
       pending.push(await this.entry(join(abs, name), path, name, st, prev?.get(name)));
@@ -206,8 +206,7 @@ class FolderBackup {
         return this.skip(path, describeFsError(e));
       }
     }
-    if (!st.isFile()) return this.skip(path, `skipped: special file (${specialKind(st)})`);
-    this.stats.files++;
+    if (!st.isFile()) return this.skip(path, `special file (${specialKind(st)}), not backed up`);
     if (st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
       const first = this.links.get(key);
@@ -235,6 +234,7 @@ class FolderBackup {
   private async startFile(abs: string, path: string, name: string, st: BigIntStats, prev: TreeEntry | undefined): Promise<Later<TreeEntry | undefined>> {
     const size = Number(st.size);
     if (prev?.content && isUnchanged(prev, st) && prev.content.every((h) => this.repo.index.has(h))) {
+      this.stats.files++;
       this.stats.unchangedFiles++;
       this.stats.logicalBytes += size;
       this.progress(size, path);
@@ -259,6 +259,7 @@ class FolderBackup {
       if (e instanceof ItemSkipped) return this.skip(path, e.message);
       throw e;
     }
+    this.stats.files++;
     this.stats.logicalBytes += content.bytes;
     this.stats.readBytes += content.bytes;
     this.progress(content.bytes, path);
@@ -281,6 +282,7 @@ class FolderBackup {
       // The first path could not be read; this one may still be readable.
       return (await this.startFile(abs, path, name, st, undefined)).later;
     }
+    this.stats.files++;
     return { ...entryMeta(name, 'hardlink', st), size: target.size, content: target.content, linkTo: first.path };
   }
 

@@ -42,9 +42,12 @@ export function describeFsError(e: unknown): string {
     case 'ELOOP':
       return 'replaced by a symbolic link during the backup';
     case 'ENOTDIR':
-      return 'a parent folder was replaced during the backup';
+      return 'it or a folder above it was replaced by a file during the backup';
+    case 'EISDIR':
+      return 'replaced by a folder during the backup';
     default:
-      return e instanceof Error ? e.message : String(e);
+      // Errors from the codec workers arrive as plain { code, message } objects.
+      return typeof e === 'object' && e !== null && 'message' in e && typeof e.message === 'string' ? e.message : String(e);
   }
 }
 

@@ -25,6 +25,7 @@ import { locateBlobs, readBlobs } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
 import { Codec } from '../repo/codec.js';
 import type { RestoreFilesOptions, RestoreFilesResult } from './files-restore.js';
+import { utimeArg } from './file-meta.js';
 
 export type ArchiveFormat = 'zip' | 'tar' | 'tgz';
 
@@ -40,17 +41,23 @@ export function archiveFormat(dest: string): ArchiveFormat | undefined {
   if (d.endsWith('.zip')) return 'zip';
   if (d.endsWith('.tar.gz') || d.endsWith('.tgz')) return 'tgz';
   if (d.endsWith('.tar')) return 'tar';
+  const other = /(\.tar\.[a-z0-9]+|\.tbz2?|\.txz|\.tzst|\.7z|\.rar)$/.exec(d);
+  if (other) {
+    throw new UsageError(`restore destination ${dest} names a ${other[1]} archive, which drctl does not write`,
+      'end --to in .tar, .tar.gz, .tgz or .zip for an archive, or in / for a folder of that name');
+  }
   return undefined;
 }
 
 /** How an item goes into the archive. */
 type Kind = 'dir' | 'symlink' | 'link' | 'data';
 
-export async function restoreArchive(repo: Repository, items: PlanItem[], dest: string, format: ArchiveFormat, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
+export async function restoreArchive(repo: Repository, planned: PlanItem[], dest: string, format: ArchiveFormat, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
   const existing = await fsp.lstat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
   if (existing?.isDirectory()) throw new UsageError(`restore destination ${dest} is a folder`, 'give an archive file name, or restore into the folder with a path not ending in .zip/.tar/.tar.gz');
   if (existing && !opts.overwrite) throw new DestinationExistsError(dest);
 
+  const { kept: items, skipped } = format === 'zip' ? zipSafe(planned) : { kept: planned, skipped: [] };
   const kinds = classify(items, format);
   const hashes = items.flatMap((it, i) => (kinds[i] === 'data' ? it.entry.content ?? [] : []));
   const located = locateBlobs(repo, hashes); // a missing chunk fails before the archive is started
@@ -90,7 +97,33 @@ export async function restoreArchive(repo: Repository, items: PlanItem[], dest: 
   }
   opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
   const dirs = kinds.filter((k) => k === 'dir').length;
-  return { files: items.length - dirs, dirs, bytes: totalBytes, dest };
+  return { files: items.length - dirs, dirs, bytes: totalBytes, dest, ...(skipped.length > 0 ? { skipped } : {}) };
+}
+
+/**
+ * The items a zip holds as they are named. Zip names use '/' between folders, and archiver (as
+ * unzip and Windows) reads a backslash as one and drops a leading `X:`: `a\..\..\x` would
+ * become an entry that escapes the folder it is unpacked in, `x\y` would collide with x/y.
+ * Such items (and everything in such a folder) are left out and listed instead.
+ */
+function zipSafe(items: PlanItem[]): { kept: PlanItem[]; skipped: { path: string; why: string }[] } {
+  const kept: PlanItem[] = [];
+  const skipped: { path: string; why: string }[] = [];
+  const skippedDirs: string[] = [];
+  for (const it of items) {
+    if (skippedDirs.some((d) => it.rel.startsWith(`${d}/`))) continue;
+    const why = it.rel.includes('\\') ? 'its name holds a backslash, which zip tools read as a folder separator'
+      : /^\w+:/.test(it.rel) ? 'its name starts like a Windows drive (X:), which zip tools drop'
+        : it.entry.type === 'symlink' && it.entry.target?.includes('\\') ? 'its target holds a backslash, which zip tools read as a folder separator'
+          : undefined;
+    if (why === undefined) {
+      kept.push(it);
+      continue;
+    }
+    skipped.push({ path: it.rel, why: `${why}${it.entry.type === 'dir' ? ' (with everything in it)' : ''}; restore it to a folder or a .tar` });
+    if (it.entry.type === 'dir') skippedDirs.push(it.rel);
+  }
+  return { kept, skipped };
 }
 
 function classify(items: PlanItem[], format: ArchiveFormat): Kind[] {
@@ -120,7 +153,7 @@ async function writeTar(out: FileHandle, items: PlanItem[], kinds: Kind[], conte
         mode: entry.mode,
         uid: entry.uid,
         gid: entry.gid,
-        mtime: new Date(Number(BigInt(entry.mtimeNs) / 1_000_000n)),
+        ...tarTimes(entry),
       };
       if (kind === 'dir') await tarEntry(pack, { ...header, type: 'directory' });
       else if (kind === 'symlink') await tarEntry(pack, { ...header, type: 'symlink', linkname: entry.target });
@@ -134,6 +167,27 @@ async function writeTar(out: FileHandle, items: PlanItem[], kinds: Kind[], conte
     throw e;
   }
   await done;
+}
+
+/** Largest uid/gid and mtime (seconds) tar-stream writes into a ustar header as they are. */
+const USTAR_MAX_ID = 0o777777;
+const USTAR_MAX_SECONDS = 2 ** 31 - 1;
+
+/**
+ * The mtime for the ustar header, plus a PAX record (which GNU tar, bsdtar and Python read
+ * before the ustar fields) for what the header cannot hold: an owner above 262143 (sssd,
+ * winbind, NFS `nobody` = 4294967294) or an mtime before 1970 or after 2038, which
+ * tar-stream would otherwise clamp or wrap without a word.
+ */
+function tarTimes(entry: TreeEntry): { mtime: Date; pax?: Record<string, string> } {
+  const pax: Record<string, string> = {};
+  if (entry.uid > USTAR_MAX_ID) pax.uid = String(entry.uid);
+  if (entry.gid > USTAR_MAX_ID) pax.gid = String(entry.gid);
+  const ns = BigInt(entry.mtimeNs);
+  const seconds = Number(ns / 1_000_000_000n) - (ns < 0n && ns % 1_000_000_000n !== 0n ? 1 : 0);
+  if (seconds < 0 || seconds > USTAR_MAX_SECONDS) pax.mtime = utimeArg(entry.mtimeNs);
+  const shown = Math.min(Math.max(seconds, 0), USTAR_MAX_SECONDS);
+  return { mtime: new Date(shown * 1000), ...(Object.keys(pax).length > 0 ? { pax } : {}) };
 }
 
 function tarEntry(pack: TarPack, header: Partial<TarHeader> & { name: string }, data?: AsyncIterable<Buffer>): Promise<void> {

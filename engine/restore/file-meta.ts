@@ -10,7 +10,20 @@ export interface FileMeta {
   gid: number;
   /** Permission bits incl. setuid/setgid/sticky. */
   mode: number;
-  mtimeSec: number;
+  /** Seconds since the epoch as utimeArg() gives them. */
+  mtime: string;
+}
+
+/**
+ * A point's mtime (ns since the epoch) as a time for utimes/futimes/lutimes: a numeric string
+ * of seconds, which Node passes on as it is. A number below 0 (before 1970) Node would take as
+ * "now", and a Date would keep only milliseconds. Precision ends at the double Node converts to
+ * (~0.1 µs today); nanoseconds are not kept.
+ */
+export function utimeArg(ns: string): string {
+  const n = BigInt(ns);
+  const abs = n < 0n ? -n : n;
+  return `${n < 0n ? '-' : ''}${abs / 1_000_000_000n}.${(abs % 1_000_000_000n).toString().padStart(9, '0')}`;
 }
 
 /** A chown refused because we are not root: files end up owned by whoever restores, as with tar and restic. */
@@ -31,5 +44,5 @@ export function setMetaSync(fd: number, m: FileMeta, given: { owner?: boolean; m
     }
   }
   if (!given.mode) fchmodSync(fd, m.mode);
-  futimesSync(fd, m.mtimeSec, m.mtimeSec);
+  futimesSync(fd, m.mtime, m.mtime);
 }

@@ -23,7 +23,8 @@ export interface WholeFile {
   uid: number;
   gid: number;
   mode: number;
-  mtimeSec: number;
+  /** utimeArg() of the point's mtime. */
+  mtime: string;
   /** Unlink what is there first (overwrite). */
   replace: boolean;
   /**

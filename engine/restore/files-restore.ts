@@ -19,12 +19,12 @@
 import { resolve } from 'node:path';
 import pLimit from 'p-limit';
 import { fsp, constants, openSync, closeSync, ftruncateSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
-import { ignoreNotPermitted, setMetaSync } from './file-meta.js';
+import { ignoreNotPermitted, setMetaSync, utimeArg } from './file-meta.js';
 import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';
 import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
-import { IntegrityError, InterruptedError, UsageError, asDestinationError, errnoCode } from '../errors.js';
+import { IntegrityError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import { planRestore, type PlanItem } from './files-plan.js';
 import { forEachRange, locateBlobs, readRange, type PackRange } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
@@ -53,6 +53,8 @@ export interface RestoreFilesResult {
   durationMs: number;
   /** The folder or archive written. */
   dest: string;
+  /** Items the archive cannot hold under their own names (zip), left out; the command exits 3. */
+  skipped?: { path: string; why: string }[];
 }
 
 /** Symlinks / folders whose metadata is set at once (after the content phase). */
@@ -62,6 +64,10 @@ export async function restoreFiles(repo: Repository, point: Point, dest: string,
   const t0 = performance.now();
   const items = await planRestore(repo, point, opts.include);
   const format = archiveFormat(dest);
+  // A file in the way of DEST's folder (ENOTDIR) or a symlink loop: nothing can be written there.
+  await fsp.lstat(resolve(dest)).catch((e: unknown) => {
+    if (errnoCode(e) !== 'ENOENT') throw destinationCreateError(resolve(dest), e);
+  });
   const r = format
     ? await restoreArchive(repo, items, resolve(dest), format, opts)
     : await restoreFolder(repo, items, resolve(dest), opts).catch((e: unknown) => {
@@ -254,7 +260,7 @@ function batchBlob(b: PackRange['blobs'][number], uses: ChunkUses['uses'], open:
       file.remaining = 0;
       const e = file.entry;
       out.files.push({
-        path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs), replace: file.replace,
+        path: file.abs, uid: e.uid, gid: e.gid, mode: e.mode, mtime: utimeArg(e.mtimeNs), replace: file.replace,
         ownerByCreate: create.ownerByCreate(e), modeByCreate: create.modeByCreate(e),
       });
     } else {
@@ -340,7 +346,7 @@ function createEmptySync(f: FileTask): void {
 }
 
 function applyMetaSync(fd: number, e: TreeEntry): void {
-  setMetaSync(fd, { uid: e.uid, gid: e.gid, mode: e.mode, mtimeSec: nsToSeconds(e.mtimeNs) });
+  setMetaSync(fd, { uid: e.uid, gid: e.gid, mode: e.mode, mtime: utimeArg(e.mtimeNs) });
 }
 
 function removeIfThereSync(abs: string): void {
@@ -355,7 +361,7 @@ async function applyMeta(h: FileHandle, e: TreeEntry): Promise<void> {
   // Owner first: chown clears setuid/setgid, chmod then sets them back.
   await h.chown(e.uid, e.gid).catch(ignoreNotPermitted);
   await h.chmod(e.mode);
-  const t = nsToSeconds(e.mtimeNs);
+  const t = utimeArg(e.mtimeNs);
   await h.utimes(t, t);
 }
 
@@ -363,7 +369,7 @@ async function makeSymlink(abs: string, e: TreeEntry, replace: boolean): Promise
   if (replace) await removeIfThere(abs);
   await fsp.symlink(e.target as string, abs);
   await fsp.lchown(abs, e.uid, e.gid).catch(ignoreNotPermitted);
-  const t = nsToSeconds(e.mtimeNs);
+  const t = utimeArg(e.mtimeNs);
   await fsp.lutimes(abs, t, t);
 }
 
@@ -390,9 +396,4 @@ async function applyDirMeta(root: string, dirs: PlanItem[], limit: ReturnType<ty
 
 async function removeIfThere(abs: string): Promise<void> {
   await fsp.unlink(abs).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
-}
-
-export function nsToSeconds(ns: string): number {
-  const n = BigInt(ns);
-  return Number(n / 1_000_000_000n) + Number(n % 1_000_000_000n) / 1e9;
 }

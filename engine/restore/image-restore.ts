@@ -121,8 +121,9 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
     }
   } catch (e) {
     await fh.close().catch(() => undefined);
-    await fsp.rm(path, { force: true }); // never leave a half-restored disk that looks whole
-    throw asDestinationError(e, path, 'the partial image was removed');
+    // Never leave a half-restored disk that looks whole; say so when it cannot be removed either.
+    const removed = await fsp.rm(path, { force: true }).then(() => true, () => false);
+    throw asDestinationError(e, path, removed ? 'the partial image was removed' : 'the partial image could not be removed: delete it, it is not the whole disk');
   }
   await fh.close();
   progress(disk.sizeBytes);

@@ -11,6 +11,9 @@ import { DestinationExistsError, UnsafePathError, UsageError, destinationCreateE
 import type { TreeEntry } from '../repo/tree.js';
 
 /** Normalize an --include path: '/a//b/' → 'a/b'; '' means the whole point. */
+/** The thing in the way is in the destination, not in the point. */
+const IN_DEST_HINT = 'it is in the destination, not in the point: move it away, or give --to an empty or new folder';
+
 export function normalizeInclude(path: string): string {
   const parts = path.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..') || path.includes('\0')) {
@@ -57,7 +60,7 @@ export async function scanDestination(root: string, items: DestItem[], overwrite
         scan.existingDirs.add(rel);
         listings.set(rel, await list(destPath(root, rel)));
       } else if (found.isSymbolicLink()) {
-        throw new UnsafePathError(destPath(root, rel), 'a symbolic link is in the way of a folder (it is never followed or replaced)');
+        throw new UnsafePathError(destPath(root, rel), 'a symbolic link is in the way of a folder (it is never followed or replaced)', IN_DEST_HINT);
       } else {
         conflicts.push(rel);
         scan.replace.add(rel);
@@ -102,7 +105,7 @@ export async function makeDir(abs: string, existed: boolean, replace: boolean): 
     }
   }
   const st = await fsp.lstat(abs);
-  if (!st.isDirectory()) throw new UnsafePathError(abs, st.isSymbolicLink() ? 'a symbolic link appeared in the way of a folder' : 'something other than a folder is in the way');
+  if (!st.isDirectory()) throw new UnsafePathError(abs, st.isSymbolicLink() ? 'a symbolic link appeared in the way of a folder' : 'something other than a folder is in the way', IN_DEST_HINT);
 }
 
 /** Create the destination root (and its parents); a symlink given as the root itself is the operator's choice. */

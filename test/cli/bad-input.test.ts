@@ -133,12 +133,19 @@ test('usage errors exit 2: no source, both sources, unknown flag, bad extent lis
   t.regex(oneLine(unknownPoint.stderr), /no recovery point deadbeef/);
 });
 
-test('--json errors are one JSON document on stdout too', async (t) => {
+test('--json errors are one JSON document on stdout too, also for an unknown option', async (t) => {
   const dir = await tempDir(t);
   const r = await drctl(['points', '--repo', join(dir, 'missing'), '--json']);
   t.is(r.code, 2);
   const doc = json<{ error: { code: string; message: string } }>(r);
   t.is(doc.error.code, 'REPO_NOT_FOUND');
+  // A mistake commander finds before the command runs: still one document, naming the option.
+  for (const cmd of [['backup', '--repo', dir, '--files', dir], ['status'], ['check', '--repo', dir]]) {
+    const u = await drctl([...cmd, '--json', '--bogus']);
+    t.is(u.code, 2, cmd[0]);
+    t.deepEqual(json<{ error: { code: string; message: string } }>(u).error.code, 'USAGE');
+    t.regex(u.stdout, /unknown option '--bogus'/);
+  }
 });
 
 test('restore never overwrites an existing file without --overwrite', async (t) => {
@@ -229,7 +236,7 @@ test('a restore destination that runs out of space: exit 1, one line naming it a
   t.is((await drctl(['check', '--repo', repo, '--read-data'])).code, 0);
 });
 
-test('a restore destination or repository that cannot be created (in /proc, behind a dangling symlink, a file in the way) fails in one line instead of hanging', async (t) => {
+test('a restore destination or repository that cannot be created (in /proc, behind a dangling symlink, under a file, an archive type drctl does not write) fails in one line instead of hanging', async (t) => {
   const dir = await tempDir(t);
   const repo = join(dir, 'repo');
   t.is((await drctl(['init', '--repo', repo])).code, 0);
@@ -245,14 +252,23 @@ test('a restore destination or repository that cannot be created (in /proc, behi
   // Node's recursive mkdir never returned for these (the parent exists, creating the child fails with ENOENT).
   for (const [point, to] of [
     [files.id, '/proc/drctl-restore'], [files.id, join(dangling, 'out')], [files.id, join(dangling, 'out.tar')], [disk.id, join(dangling, 'out.img')],
+    [files.id, join(folder, 'a', 'sub')], [files.id, join(folder, 'a', 'x.zip')], [disk.id, join(folder, 'a', 'x.img')],
   ] as const) {
     const r = await drctl(['restore', '--repo', repo, point, '--to', to]);
     t.is(r.code, 2, `${to}: ${r.stderr}`);
     const line = oneLine(r.stderr);
     t.true(line.startsWith(`drctl: cannot create restore destination ${to} - `), line);
-    t.regex(line, /ENOENT|EACCES/);
+    t.regex(line, /ENOENT|EACCES|ENOTDIR/);
     t.notRegex(line, /bug/);
   }
+  // A destination that opens but takes no writes (a /proc file): one line, exit 1, not "a bug".
+  const proc = await drctl(['restore', '--repo', repo, disk.id, '--to', '/proc/version', '--overwrite']);
+  t.is(proc.code, 1, proc.stderr);
+  t.regex(oneLine(proc.stderr), /^drctl: cannot write restore destination \/proc\/version - /);
+  t.notRegex(proc.stderr, /bug/);
+  const bz2 = await drctl(['restore', '--repo', repo, files.id, '--to', join(dir, 'out.tar.bz2')]);
+  t.is(bz2.code, 2, bz2.stderr);
+  t.regex(oneLine(bz2.stderr), /out\.tar\.bz2 names a \.tar\.bz2 archive, which drctl does not write/);
   for (const repo of ['/proc/drctl-repo', join(dangling, 'repo'), join(folder, 'a')]) {
     const init = await drctl(['init', '--repo', repo]);
     t.is(init.code, 2, init.stderr);

@@ -2,7 +2,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { drctl, json } from '../support/cli.js';
+import { DRCTL, drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 
 test('a special file makes the backup partial: exit 3, listed on stderr and on the point, the rest restores', async (t) => {
@@ -22,6 +22,40 @@ test('a special file makes the backup partial: exit 3, listed on stderr and on t
   const out = join(dir, 'out');
   t.is((await drctl(['restore', '--repo', repo, 'latest', '--to', out])).code, 0);
   t.is(await readFile(join(out, 'sub', 'a.txt'), 'utf8'), 'alpha\n');
+});
+
+test('a file it may not read is listed and not counted; names with control characters print escaped, --json gives them as they are', async (t) => {
+  if (process.getuid?.() !== 0) return t.pass('needs root to run drctl as another user');
+  const dir = await tempDir(t);
+  await chmod(dir, 0o755);
+  const src = join(dir, 'src');
+  await mkdir(src);
+  const odd = 'title\x1b]0;pwned\x07\nline';
+  await writeFile(join(src, odd), 'odd name\n');
+  await writeFile(join(src, 'ok.txt'), 'readable\n');
+  await writeFile(join(src, 'secret.txt'), 'not for nobody\n', { mode: 0o600 });
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  execFileSync('chown', ['-R', '65534:65534', repo]);
+  execFileSync('chown', ['0:0', join(src, 'secret.txt')]);
+  const asNobody = (args: string[]) => {
+    try {
+      return { code: 0, stdout: execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, DRCTL, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' };
+    } catch (e) {
+      const x = e as { status: number; stdout: string; stderr: string };
+      return { code: x.status, stdout: x.stdout, stderr: x.stderr };
+    }
+  };
+  const r = asNobody(['backup', '--repo', repo, '--files', src, '--name', 'src', '--state', join(dir, 'state')]);
+  t.is(r.code, 3, r.stderr);
+  t.regex(r.stderr, /skipped secret\.txt: permission denied/);
+  const points = json<{ stats: { files: number }; errors: { path: string }[] }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.is(points[0]?.stats.files, 2, 'the two files stored, not the one skipped');
+  const ls = await drctl(['ls', '--repo', repo, 'latest']);
+  t.true(ls.stdout.includes('title\\x1b]0;pwned\\x07\\nline'), ls.stdout);
+  t.false(ls.stdout.includes('\x1b'), 'no raw ESC reaches the terminal');
+  const listed = json<{ path: string }[]>(await drctl(['ls', '--repo', repo, 'latest', '--json']));
+  t.true(listed.some((e) => e.path === odd));
 });
 
 test('restore --include to a .tar and a .zip from the command line', async (t) => {

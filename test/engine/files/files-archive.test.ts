@@ -1,7 +1,8 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +13,7 @@ import { backupFolder } from '../../../engine/backup/files-backup.js';
 import { restoreFiles } from '../../../engine/restore/files-restore.js';
 import { DestinationExistsError } from '../../../engine/errors.js';
 import { systemClock } from '../../../engine/runtime/clock.js';
-import { makeTree, setup, snapshot } from './fixtures.js';
+import { isRoot, makeTree, setup, snapshot } from './fixtures.js';
 
 interface Item {
   type: string;
@@ -123,6 +124,45 @@ for (const [ext, gzip] of [['tar', false], ['tar.gz', true], ['tgz', true]] as c
     }
   });
 }
+
+test('zip: names zip tools would read differently (backslash, X:) are left out and listed; nothing in the zip escapes or collides', async (t) => {
+  const { dir, repo, src } = await setup(t);
+  await mkdir(join(src, 'sub'));
+  await mkdir(join(src, 'x'));
+  await mkdir(join(src, 'win\\dir'));
+  for (const [name, body] of [['sub/..\\..\\evil', 'evil'], ['C:\\Windows', 'w'], ['x\\y', 'not y'], ['x/y', 'the real y'], ['win\\dir/inner', 'in'], ['ok.txt', 'ok']]) {
+    await writeFile(join(src, name as string), body as string);
+  }
+  const point = await backupFolder(repo, src, { name: 'odd', clock: systemClock });
+  const dest = join(dir, 'out.zip');
+  const r = await restoreFiles(repo, point, dest, {});
+  t.deepEqual(r.skipped?.map((s) => s.path).sort(), ['C:\\Windows', 'sub/..\\..\\evil', 'win\\dir', 'x\\y']);
+  const zip = await readZip(dest);
+  t.deepEqual([...zip.keys()].sort(), ['ok.txt', 'sub', 'x', 'x/y']);
+  t.is(zip.get('x/y')?.content, sha(Buffer.from('the real y')));
+});
+
+test('tar: owners above 262143 and mtimes before 1970 or after 2038 come back as they were when GNU tar unpacks it', async (t) => {
+  if (!isRoot) return t.pass('needs root to chown');
+  const { dir, repo, src } = await setup(t);
+  const cases: [string, string][] = [['old', '1960-05-05 12:00:00.5 UTC'], ['future', '2400-01-01 00:00:00 UTC'], ['now', '2020-02-02 02:02:02 UTC']];
+  for (const [name, when] of cases) {
+    await writeFile(join(src, name), name);
+    execFileSync('touch', ['-d', when, join(src, name)]);
+  }
+  execFileSync('chown', ['3000000:4294967294', join(src, 'now')]);
+  const point = await backupFolder(repo, src, { name: 'meta', clock: systemClock });
+  const dest = join(dir, 'out.tar');
+  await restoreFiles(repo, point, dest, {});
+  const out = join(dir, 'unpacked');
+  await mkdir(out);
+  execFileSync('tar', ['xpf', dest, '-C', out], { stdio: 'ignore' });
+  for (const [name] of cases) {
+    const [a, b] = [await stat(join(src, name), { bigint: true }), await stat(join(out, name), { bigint: true })];
+    t.is(b.mtimeNs, a.mtimeNs, name);
+    t.deepEqual([b.uid, b.gid], [a.uid, a.gid], name);
+  }
+});
 
 test('an existing archive is not replaced without overwrite', async (t) => {
   const { dir, repo, point } = await backedUp(t);

@@ -1,5 +1,7 @@
 import test from 'ava';
-import { appendFile, chmod, lstat, mkdir, readFile, readdir, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, lstat, mkdir, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
 import { restoreFiles } from '../../../engine/restore/files-restore.js';
@@ -7,6 +9,8 @@ import { walkTree } from '../../../engine/repo/tree.js';
 import { SourceError, UsageError } from '../../../engine/errors.js';
 import { fixedClock, systemClock } from '../../../engine/runtime/clock.js';
 import { assertSameTree, bytes, isRoot, makeTree, mkfifo, reopen, setup, snapshot } from './fixtures.js';
+
+const execFileP = promisify(execFile);
 
 test('a generated tree restores byte-identical, with modes, mtimes, links and hard links', async (t) => {
   const { dir, repo, src } = await setup(t);
@@ -28,6 +32,25 @@ test('a generated tree restores byte-identical, with modes, mtimes, links and ha
   const r = await restoreFiles(await reopen(repo), point, dest, {});
   t.like(r, { files: 8, dirs: 3, bytes: point.stats.logicalBytes, dest });
   assertSameTree(t, await snapshot(dest), before, [['hard1', 'hard2']]);
+});
+
+test('mtimes before 1970 and far in the future restore as they were (files small and large, folders, symlinks), within a microsecond', async (t) => {
+  const { dir, repo, src } = await setup(t);
+  await mkdir(join(src, 'd'));
+  await writeFile(join(src, 'd', 'old'), 'small\n');
+  await writeFile(join(src, 'big'), bytes(3 * 1024 * 1024, 7));
+  await writeFile(join(src, 'future'), 'later\n');
+  await symlink('d/old', join(src, 'ln'));
+  const times: [string, string][] = [['d/old', '1960-05-05 12:00:00.123456 UTC'], ['big', '1969-12-31 23:59:59.5 UTC'], ['future', '2400-01-01 00:00:00.25 UTC'], ['ln', '1955-01-01 00:00:01 UTC'], ['d', '1950-01-01 00:00:00 UTC']];
+  for (const [path, when] of times) await execFileP('touch', ['-h', '-d', when, join(src, path)]);
+  const point = await backupFolder(repo, src, { name: 'old', clock: systemClock });
+  const dest = join(dir, 'out');
+  await restoreFiles(await reopen(repo), point, dest, {});
+  for (const [path, when] of times) {
+    const [a, b] = await Promise.all([lstat(join(src, path), { bigint: true }), lstat(join(dest, path), { bigint: true })]);
+    const off = a.mtimeNs - b.mtimeNs;
+    t.true(off >= -1000n && off <= 1000n, `${path}: ${when} (${a.mtimeNs} ns) restored as ${b.mtimeNs} ns`);
+  }
 });
 
 test('walkTree visits every tree blob and entry with its path', async (t) => {
@@ -90,7 +113,7 @@ test('special and unreadable files are listed in errors; the rest is backed up a
     t.teardown(() => chmod(join(src, 'private'), 0o700));
   }
   const point = await backupFolder(repo, src, { name: 'mixed', clock: systemClock });
-  const expected = [{ path: 'pipe', message: 'skipped: special file (fifo)' }];
+  const expected = [{ path: 'pipe', message: 'special file (fifo), not backed up' }];
   if (!isRoot) expected.push({ path: 'private', message: 'permission denied' });
   t.deepEqual(point.errors, expected.sort((a, b) => a.path.localeCompare(b.path)));
 

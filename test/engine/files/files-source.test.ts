@@ -10,7 +10,7 @@ import { writeFile, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findCut, type CdcParams } from '../../../engine/repo/chunker-cdc.js';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
-import { ItemSkipped, SmallFileEncoder, storeChunkedFile } from '../../../engine/backup/files-source.js';
+import { ItemSkipped, SmallFileEncoder, describeFsError, storeChunkedFile } from '../../../engine/backup/files-source.js';
 import { Slots } from '../../../engine/runtime/concurrency.js';
 import { systemClock } from '../../../engine/runtime/clock.js';
 import { readTree } from '../../../engine/repo/tree.js';
@@ -106,4 +106,11 @@ test('Slots by weight: waiters are served in order, and one larger than the capa
   slots.release(1);
   await d;
   t.deepEqual(order, ['b5', 'c1', 'd8']);
+});
+
+test('describeFsError: what a skipped item says, also for the plain { code, message } errors the codec workers send', (t) => {
+  t.is(describeFsError({ code: 'EISDIR', message: 'EISDIR: illegal operation on a directory, read' }), 'replaced by a folder during the backup');
+  t.is(describeFsError({ code: 'ENOTDIR', message: 'x' }), 'it or a folder above it was replaced by a file during the backup');
+  t.is(describeFsError({ code: 'EIO', message: 'EIO: i/o error, read' }), 'EIO: i/o error, read');
+  t.is(describeFsError(Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' })), 'permission denied');
 });
