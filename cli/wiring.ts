@@ -4,7 +4,7 @@
  * commands — and by tests, which pass a simulated clock.
  */
 import { join, resolve } from 'node:path';
-import { loadConfig, formatProblem, type LoadedConfig, type Policy, type TargetConfig } from '../policies/config.js';
+import { loadConfig, formatProblem, policyLookupError, type LoadedConfig, type Policy, type TargetConfig } from '../policies/config.js';
 import { CronSchedule } from '../policies/cron.js';
 import { applyRetention } from '../policies/retention.js';
 import { Catalog } from '../engine/catalog/index.js';
@@ -87,11 +87,7 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const catalog = await Catalog.open(catalogFile(opts.stateDir));
   const policyByName = (name: string): Policy => {
     const p = config.policies.find((x) => x.name === name);
-    if (!p) {
-      const known = config.policies.map((x) => x.name);
-      throw new UsageError(`no policy named ${name} in ${join(config.dir, 'policies')}`,
-        known.length ? `known policies: ${known.join(', ')}` : `write one to ${join(config.dir, 'policies', `${name}.yaml`)} (see README, "Policies")`);
-    }
+    if (!p) throw policyLookupError(config, name);
     return p;
   };
   const runner = new JobRunner({

@@ -6,10 +6,10 @@
  *   <dir>/targets/NAME.yaml               where repositories live
  *   <dir>/hosts/NAME.yaml                 hypervisor hosts
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, errnoCode, type ConfigProblem } from '../engine/errors.js';
+import { ConfigError, UsageError, errnoCode, type ConfigProblem } from '../engine/errors.js';
 import { ConfigDocument, displayPath } from './document.js';
 import { reportIssues } from './issues.js';
 import { checkPolicy, checkRetentionRules, policyDocs, retentionSchema, type References } from './policy-schema.js';
@@ -28,6 +28,15 @@ export function formatProblem(p: ConfigProblem): string {
   return `${displayPath(p.file)}:${p.line}:${p.column}: ${p.path ? `${p.path}: ` : ''}${p.message}${p.fix ? ` - ${p.fix}` : ''}`;
 }
 
+/**
+ * For commands that read the whole config folder and must not take a mistyped --config for an
+ * empty config (policy validate, status): throws a UsageError when `dir` is not a folder.
+ */
+export async function requireConfigFolder(dir: string, hint: string): Promise<void> {
+  const isDir = await stat(dir).then((s) => s.isDirectory(), () => false);
+  if (!isDir) throw new UsageError(`config folder ${dir} does not exist`, hint);
+}
+
 /** Reads the whole folder. Invalid files are left out and listed in problems; a missing folder is an empty config. */
 export async function loadConfig(dir: string): Promise<LoadedConfig> {
   const problems: ConfigProblem[] = [];
@@ -39,9 +48,11 @@ export async function loadConfig(dir: string): Promise<LoadedConfig> {
   }
   markDuplicates(checked);
   for (const c of checked) problems.push(...(c.doc?.sortedProblems() ?? []));
+  const policies = valid(checked);
   return {
     dir: resolve(dir),
-    policies: valid(checked),
+    policies,
+    invalidPolicies: checked.filter((c) => !policies.some((p) => p.file === resolve(c.file))).map((c) => ({ name: c.name ?? stem(c.file), file: c.file })),
     targets: new Map(refs.targets),
     hosts: new Map(refs.hosts),
     problems,
@@ -119,6 +130,31 @@ export async function loadRetentionFile(file: string): Promise<{ name?: string; 
   }
   if (doc.problems.length || !result) throw invalidFileError(file, 'retention policy', doc.sortedProblems());
   return result;
+}
+
+/**
+ * Why `name` is not among a loaded config's valid policies, as the error a command that runs a
+ * policy by name throws: two files define it, its file has problems (listed), or there is none.
+ */
+export function policyLookupError(config: LoadedConfig, name: string): ConfigError | UsageError {
+  const dir = join(config.dir, 'policies');
+  const claims = config.invalidPolicies.filter((p) => p.name === name || stem(p.file) === name);
+  const files = [...new Set(claims.map((c) => c.file))];
+  const problems = config.problems.filter((p) => files.includes(p.file));
+  const list = problems.map(formatProblem).join('\n');
+  const validate = `\`drctl policy validate --config ${displayPath(config.dir)}\` lists every problem`;
+  if (claims.filter((c) => c.name === name).length > 1) {
+    const named = claims.filter((c) => c.name === name).map((c) => displayPath(c.file));
+    return new ConfigError(`policy ${name} is defined by ${named.length} files, ${named.join(' and ')}, so ${named.length === 2 ? 'neither' : 'none of them'} is used - nothing was done\n${list}`, problems,
+      `keep one of them: delete the other, or give it a name of its own (its name: field and its file name); ${validate}`);
+  }
+  if (files.length) {
+    return new ConfigError(`policy ${name} (${files.map(displayPath).join(', ')}) has problems, so it is not used - nothing was done\n${list}`, problems,
+      `fix the fields listed below and run the command again; ${validate}`);
+  }
+  const known = config.policies.map((p) => p.name);
+  return new UsageError(`no policy named ${name} in ${dir}`,
+    known.length ? `known policies: ${known.join(', ')}` : `write one to ${join(dir, `${name}.yaml`)} (see README, "Policies")`);
 }
 
 /** The ConfigError for one invalid file: a summary line, then one line per problem. */

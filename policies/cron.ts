@@ -18,7 +18,7 @@ const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 /** Long enough for "0 0 29 2 *" across a skipped leap year (2096 → 2104). */
-const SEARCH_YEARS = 8;
+export const SEARCH_YEARS = 8;
 const SEARCH_HOURS = SEARCH_YEARS * 366 * 24;
 
 const FIELD_HELP: Record<string, { label: string; range: string }> = {
@@ -101,20 +101,35 @@ export class CronSchedule {
 
   /** First matching minute strictly after `after`. Throws when there is none within 8 years. */
   next(after: Date): Date {
+    const found = this.nextWithin(after);
+    if (found) return found;
+    throw new ConfigError(
+      `schedule "${this.expression}" (${this.timezone}) never fires in the ${SEARCH_YEARS} years after ${after.toISOString()}`,
+      [], 'check the day-of-month and day-of-week fields: node-cron requires both to match');
+  }
+
+  /** First matching minute strictly after `after` and within SEARCH_YEARS of it, or undefined. */
+  nextWithin(after: Date): Date | undefined {
+    const startHour = Math.floor((Math.floor(after.getTime() / MINUTE_MS) * MINUTE_MS + MINUTE_MS) / HOUR_MS);
+    return this.nextBefore(after, new Date((startHour + SEARCH_HOURS) * HOUR_MS));
+  }
+
+  /** First matching minute strictly after `after` and strictly before `before`, or undefined. */
+  nextBefore(after: Date, before: Date): Date | undefined {
     const first = Math.floor(after.getTime() / MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+    const hi = before.getTime() - 1;
     const startHour = Math.floor(first / HOUR_MS);
-    for (let h = startHour; h < startHour + SEARCH_HOURS;) {
+    const endHour = Math.floor(hi / HOUR_MS);
+    for (let h = startHour; h <= endHour;) {
       if (this.dayRuledOut(Math.floor(h / 24))) {
         h = (Math.floor(h / 24) + 1) * 24;
         continue;
       }
-      const found = this.searchHour(h, first, Infinity, 1);
+      const found = this.searchHour(h, first, hi, 1);
       if (found !== undefined) return new Date(found);
       h++;
     }
-    throw new ConfigError(
-      `schedule "${this.expression}" (${this.timezone}) never fires in the ${SEARCH_YEARS} years after ${after.toISOString()}`,
-      [], 'check the day-of-month and day-of-week fields: node-cron requires both to match');
+    return undefined;
   }
 
   /** Latest matching minute in [notBefore, atOrBefore], or undefined. */

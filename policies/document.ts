@@ -2,8 +2,8 @@
  * A config file parsed with positions. YAML and JSON both go through the `yaml` parser (JSON is
  * YAML 1.2), so every problem, a syntax error or a wrong field, gets a line and column.
  */
-import { LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
-import { isAbsolute, relative } from 'node:path';
+import { LineCounter, Scalar, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, visit, type Document, type Node, type YAMLError } from 'yaml';
+import { extname, isAbsolute, relative } from 'node:path';
 import type { ConfigProblem } from '../engine/errors.js';
 
 export type FieldPath = readonly (string | number)[];
@@ -37,18 +37,22 @@ export class ConfigDocument {
   /**
    * Parse a file's text. `value` is the plain JS value, or undefined when the text has syntax
    * errors (they are in `problems`; a half-parsed file would only add confusing follow-ups).
+   * `format` names the syntax in messages; default: JSON for a .json file, else YAML.
    */
-  static parse(file: string, text: string): { doc: ConfigDocument; value: unknown } {
+  static parse(file: string, text: string, format: 'json' | 'yaml' = extname(file).toLowerCase() === '.json' ? 'json' : 'yaml'): { doc: ConfigDocument; value: unknown } {
     const lines = new LineCounter();
     const parsed = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
     const doc = new ConfigDocument(file, parsed, lines);
     const seen = new Set<string>();
     for (const e of parsed.errors) {
-      const { line, col } = lines.linePos(e.pos[0]);
+      const { line, col } = lines.linePos(errorOffset(parsed, e));
       const key = `${line}:${e.code}`;
       if (seen.has(key)) continue; // an unquoted "*/5 * * * *" gives one error per star
       seen.add(key);
-      doc.problems.push({ file, line, column: col, path: '', message: `YAML syntax error: ${firstLine(e.message)}`, fix: syntaxFix(e.code, e.message, lineText(text, line)) });
+      doc.problems.push({
+        file, line, column: col, path: '', message: `${format === 'json' ? 'JSON' : 'YAML'} syntax error: ${format === 'json' ? jsonWords(e.message) : firstLine(e.message)}`,
+        fix: syntaxFix(e.code, e.message, lineText(text, line), format),
+      });
     }
     if (doc.problems.length) return { doc, value: undefined };
     try {
@@ -111,6 +115,34 @@ export class ConfigDocument {
   }
 }
 
+/**
+ * Where to point for a syntax error. The parser reports an unclosed quote where the text ends,
+ * often many lines later; the quoted scalar it swallowed starts at the opening quote.
+ */
+function errorOffset(doc: Document, e: YAMLError): number {
+  const at = e.pos[0];
+  if (e.code !== 'MISSING_CHAR' || !/closing .?quote/i.test(e.message)) return at;
+  let open: number | undefined;
+  visit(doc, {
+    Scalar(_key, node) {
+      const [start, end] = node.range ?? [];
+      if ((node.type === Scalar.QUOTE_DOUBLE || node.type === Scalar.QUOTE_SINGLE) && start !== undefined && end !== undefined && start < at && end >= at) {
+        open = start;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return open ?? at;
+}
+
+/** The parser speaks YAML ("Flow map in block collection must …"); say it in JSON's words where we can. */
+function jsonWords(message: string): string {
+  const close = /end with an? ([\]}])/.exec(message)?.[1];
+  if (close) return `${close === ']' ? 'a list [' : 'an object {'} is not closed with ${close}`;
+  return firstLine(message);
+}
+
 function firstLine(s: string): string {
   return (s.split('\n')[0] ?? s).replace(/ at line \d+, column \d+:?$/, '');
 }
@@ -119,9 +151,10 @@ function lineText(text: string, line: number): string {
   return text.split(/\r?\n/)[line - 1] ?? '';
 }
 
-function syntaxFix(code: string, message: string, line: string): string | undefined {
-  if (/end with a [\]}]/.test(message)) return 'close the [ or { opened above, or write the list as lines starting with "- "';
-  if (/^\s*-?\s*[A-Za-z]+\s*:\s*[*@]/.test(line)) {
+function syntaxFix(code: string, message: string, line: string, format: 'json' | 'yaml'): string | undefined {
+  if (/end with a [\]}]/.test(message)) return format === 'json' ? 'close the [ or { opened above' : 'close the [ or { opened above, or write the list as lines starting with "- "';
+  if (code === 'MISSING_CHAR' && /closing .?quote/i.test(message)) return 'close the quote that opens here; everything after it was read as part of the text';
+  if (format === 'yaml' && /^\s*-?\s*[A-Za-z]+\s*:\s*[*@]/.test(line)) {
     return 'a value that starts with * or @ must be quoted, e.g. schedule: "*/30 * * * *" or schedule: "@daily"';
   }
   switch (code) {

@@ -7,7 +7,7 @@
  *   what matches); plan.ts shows what a policy means over a year.
  * - retention.ts decides which points a policy keeps, with restic forget 0.14 semantics in UTC.
  */
-export { loadConfig, validatePolicyFiles, loadRetentionFile, loadPolicyFile, formatProblem, displayPath, invalidFileError } from './config.js';
+export { loadConfig, requireConfigFolder, validatePolicyFiles, loadRetentionFile, loadPolicyFile, policyLookupError, formatProblem, displayPath, invalidFileError } from './config.js';
 export { parseTimedPoints } from './points-file.js';
 export type { ConfigProblem, HostConfig, LoadedConfig, Policy, PolicySource, TargetConfig } from './types.js';
 export { CronSchedule, cronProblem } from './cron.js';

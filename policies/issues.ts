@@ -75,7 +75,8 @@ export function reportIssues(doc: ConfigDocument, root: unknown, issues: readonl
       case 'invalid_value': {
         const options = issue.values.map(String);
         const guess = typeof value === 'string' ? closest(value, options) : undefined;
-        doc.add(path, 'value', `must be one of ${options.join(', ')}, got ${describe(value)}`, guess ? `did you mean ${guess}?` : undefined);
+        doc.add(path, 'value', `must be one of ${options.join(', ')}, got ${describe(value)}`,
+          guess ? `did you mean ${guess}?` : `pick one of them${fd ? `, e.g. ${fd.example}` : ''}`);
         break;
       }
       case 'invalid_format':

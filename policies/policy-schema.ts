@@ -45,7 +45,9 @@ export const retentionSchema = z.strictObject({
       parseWithin(v);
       return undefined;
     } catch (e) {
-      return { message: (e as Error).message.replace(/ - write it like.*/, ''), fix: 'write it like 2d, 36h or 1y2m3d4h (y years, m months, d days, h hours)' };
+      const lower = v.toLowerCase();
+      const fix = lower !== v && parses(lower) ? `did you mean ${lower}? (units are lower-case: y years, m months, d days, h hours)` : 'write it like 2d, 36h or 1y2m3d4h (y years, m months, d days, h hours)';
+      return { message: (e as Error).message.replace(/ - write it like.*/, ''), fix };
     }
   })).optional(),
 });
@@ -149,10 +151,24 @@ export function checkPolicy(doc: ConfigDocument, raw: unknown, check: PolicyChec
 }
 
 export function checkRetentionRules(doc: ConfigDocument, retention: unknown): void {
-  if (retention && typeof retention === 'object' && !Array.isArray(retention) && isEmptyRetention(retention as RetentionRules)
+  if (!retention || typeof retention !== 'object' || Array.isArray(retention)) return;
+  // A within that does not parse is reported by the schema; it was meant as a rule, so the
+  // mapping is not "empty" (and isEmptyRetention would throw on it).
+  const within = (retention as { within?: unknown }).within;
+  if (within !== undefined && (typeof within !== 'string' || !parses(within))) return;
+  if (isEmptyRetention(retention as RetentionRules)
     && Object.keys(retention).every((k) => k === 'within' || (COUNTS as readonly string[]).includes(k))) {
     doc.add(['retention'], 'value', 'has no rule, so no recovery point would ever be removed',
       'add at least one of generations, hourly, daily, weekly, monthly, yearly (a count > 0) or within (e.g. generations: 42)');
+  }
+}
+
+function parses(within: string): boolean {
+  try {
+    parseWithin(within);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -173,7 +189,7 @@ function checkSources(doc: ConfigDocument, sources: unknown, refs: References | 
     if (prev === undefined) firstUse.set(name, i);
     else {
       doc.add(typeof src?.name === 'string' ? ['sources', i, 'name'] : ['sources', i], 'value', `point name "${name}" is already used by sources[${prev}]`,
-        'give one of them its own name: (recovery points and retention are kept per name)');
+        `give one of them its own name, e.g. name: ${name}-2 under sources[${i}] (recovery points and retention are kept per name)`);
     }
   }
   return names;

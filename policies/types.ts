@@ -56,6 +56,8 @@ export interface HostConfig {
 export interface LoadedConfig {
   dir: string;
   policies: Policy[];
+  /** Policy files in policies/ that have problems, with the name they claim (else their file name). */
+  invalidPolicies: { name: string; file: string }[];
   targets: Map<string, TargetConfig>;
   hosts: Map<string, HostConfig>;
   problems: ConfigProblem[];

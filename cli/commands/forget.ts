@@ -16,7 +16,7 @@ export const forgetCommand: CommandSpec<Opts> = {
   name: 'forget',
   summary: 'apply retention rules: remove the recovery points no rule keeps (data goes at the next prune)',
   options: [
-    { flags: '--policy <name>', description: 'only points made by this policy; without --keep-* rules, apply its retention on its target' },
+    { flags: '--policy <name>', description: 'apply this policy\'s retention to its points, on its target (not with --keep-*)' },
     { flags: '--name <name>', description: 'only points of this protected object' },
     { flags: '--keep-last <n>', description: 'keep the newest N points (a policy\'s `generations`)' },
     { flags: '--keep-hourly <n>', description: 'keep the newest point of each of the last N hours that have points' },
@@ -27,15 +27,19 @@ export const forgetCommand: CommandSpec<Opts> = {
     { flags: '--keep-within <duration>', description: 'keep every point newer than the newest point minus DURATION (1y2m3d4h)' },
     { flags: '--dry-run', description: 'show what would be removed, remove nothing' },
   ],
-  exitCodes: '0 done · 1 failed · 2 bad arguments or no repository',
+  exitCodes: '0 done · 1 failed · 2 bad arguments (--policy with --keep-*), an unknown or invalid policy, or no repository',
   async run(ctx: CliContext, opts: Opts) {
     let rules: RetentionRules;
-    if (opts.policy && !hasKeepFlags(opts)) {
+    if (opts.policy && hasKeepFlags(opts)) {
+      throw new UsageError('--policy and --keep-* cannot be combined: --policy applies that policy\'s own retention',
+        `drop the --keep-* options to apply policy ${opts.policy}'s retention, or drop --policy and give --repo/--target (and --name) to apply --keep-* rules; \`drctl retention simulate\` tries other rules without removing anything`);
+    }
+    if (opts.policy) {
       // The policy's own retention, on the policy's target unless --repo / --target says otherwise.
-      const { loadConfig } = await import('../../policies/config.js');
-      const dir = configDir(ctx, opts);
-      const policy = (await loadConfig(dir)).policies.find((p) => p.name === opts.policy);
-      if (!policy) throw new UsageError(`no valid policy named ${opts.policy} in ${dir}/policies`, 'check it with `drctl policy validate`, or give --keep-* rules');
+      const { loadConfig, policyLookupError } = await import('../../policies/config.js');
+      const config = await loadConfig(configDir(ctx, opts));
+      const policy = config.policies.find((p) => p.name === opts.policy);
+      if (!policy) throw policyLookupError(config, opts.policy);
       rules = policy.retention;
       if (!opts.repo && !opts.target) opts.target = policy.target;
     } else rules = rulesFromFlags(opts);

@@ -34,6 +34,7 @@ export const policyPlanCommand: CommandSpec<Opts> = {
         policy: policy.name, file: policy.file, schedule: policy.schedule, timezone: policy.timezone, retention: policy.retention,
         from: utc(from), days,
         nextRuns: plan.nextRuns.map((d) => ({ utc: utc(d), local: local(d) })),
+        ...(plan.nextRunsNote ? { nextRunsNote: plan.nextRunsNote } : {}),
         simulated: { runs: plan.simulatedRuns, kept: plan.kept.length, removed: plan.simulatedRuns - plan.kept.length, byRule: Object.fromEntries(byRule) },
         kept: plan.kept.map((k) => ({ time: k.time, local: local(k.time), reasons: k.reasons })),
       });
@@ -42,10 +43,14 @@ export const policyPlanCommand: CommandSpec<Opts> = {
     if (opts.quiet) return 0;
     const out = (s: string): void => void ctx.stdout.write(s + '\n');
     out(`policy ${policy.name}: schedule "${policy.schedule}" in ${policy.timezone}, retention ${rules(policy.retention)}`);
-    out(`next ${plan.nextRuns.length} runs (${policy.timezone} / UTC):`);
-    for (const d of plan.nextRuns) out(`  ${local(d)}   ${utc(d)}`);
+    const n = plan.nextRuns.length;
+    // In UTC both columns would be the same instant twice: print the zone and the time once.
+    const isUtc = /^(Etc\/)?(UTC|UCT|GMT|Zulu|Universal)$/i.test(policy.timezone);
+    out(`${n === 1 ? 'next run' : `next ${n} runs`} (${isUtc ? policy.timezone : `${policy.timezone} / UTC`}):`);
+    for (const d of plan.nextRuns) out(isUtc ? `  ${utc(d)}` : `  ${local(d)}   ${utc(d)}`);
+    if (plan.nextRunsNote) out(`  (${plan.nextRunsNote})`);
     out('');
-    out(`after ${days} days of successful runs from ${utc(from)}: ${plan.simulatedRuns} points made, ${plan.kept.length} kept, ${plan.simulatedRuns - plan.kept.length} removed`);
+    out(`after ${plural(days, 'day')} of successful runs from ${utc(from)}: ${plural(plan.simulatedRuns, 'point')} made, ${plan.kept.length} kept, ${plan.simulatedRuns - plan.kept.length} removed`);
     if (byRule.size) {
       out('kept by rule (a point kept by several rules counts for each):');
       const width = Math.max(...[...byRule.keys()].map((k) => k.length));
@@ -62,6 +67,10 @@ function count(flag: string, value: string | undefined, dflt: number, max: numbe
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${flag} ${value} is not a whole number from 1 to ${max}`);
   return n;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function rules(r: object): string {

@@ -1,7 +1,5 @@
-import { stat } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
-import { UsageError } from '../../engine/errors.js';
-import { displayPath, formatProblem, loadConfig, validatePolicyFiles, type ConfigProblem, type Policy } from '../../policies/index.js';
+import { displayPath, formatProblem, loadConfig, requireConfigFolder, validatePolicyFiles, type ConfigProblem, type Policy } from '../../policies/index.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import type { CommandSpec } from '../command.js';
@@ -51,8 +49,7 @@ async function checkFiles(files: string[], dir: string): Promise<FileResult[]> {
 }
 
 async function checkFolder(dir: string): Promise<FileResult[]> {
-  const isDir = await stat(dir).then((s) => s.isDirectory(), () => false);
-  if (!isDir) throw new UsageError(`config folder ${dir} does not exist`, 'give policy files to check, or point --config / DRCTL_CONFIG at the folder holding policies/, targets/ and hosts/');
+  await requireConfigFolder(dir, 'give policy files to check, or point --config / DRCTL_CONFIG at the folder holding policies/, targets/ and hosts/');
   const config = await loadConfig(dir);
   const results = new Map<string, FileResult>();
   for (const p of config.policies) results.set(p.file, { file: p.file, ok: true, problems: [], summary: describePolicy(p) });

@@ -43,7 +43,7 @@ export const retentionSimulateCommand: CommandSpec<Opts> = {
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
     for (const r of [head, ...rows]) ctx.stdout.write(r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
     const rulesText = Object.entries(retention).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${String(v)}`).join(', ');
-    ctx.stdout.write(`keep ${keep.length}, remove ${remove.length} of ${points.length} points (${name ? `policy ${name}: ` : ''}${rulesText})\n`);
+    ctx.stdout.write(`keep ${keep.length}, remove ${remove.length} of ${points.length} point${points.length === 1 ? '' : 's'} (${name ? `policy ${name}: ` : ''}${rulesText})\n`);
     return 0;
   },
 };

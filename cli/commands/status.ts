@@ -1,5 +1,7 @@
 import { computeStatus } from '../../engine/jobs/index.js';
-import { loadConfig, formatProblem } from '../../policies/config.js';
+import { join } from 'node:path';
+import { ExitCode } from '../../engine/errors.js';
+import { displayPath, formatProblem, loadConfig, requireConfigFolder } from '../../policies/index.js';
 import { Catalog } from '../../engine/catalog/index.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
@@ -13,18 +15,26 @@ export const statusCommand: CommandSpec<Opts> = {
   name: 'status',
   summary: 'per policy and source: newest point, its age against the schedule (RPO), next run, running jobs, last error',
   options: [],
-  exitCodes: '0 every source meets its RPO · 1 some source misses it or failed last time · 2 bad config folder',
+  exitCodes: '0 every source meets its RPO · 1 some source misses it or failed last time · 2 the config folder is missing or a file in it has problems (listed; the valid policies are still shown)',
   async run(ctx: CliContext, opts: Opts) {
-    const config = await loadConfig(configDir(ctx, opts));
+    const dir = configDir(ctx, opts);
+    // A mistyped --config must not look like "nothing to monitor" (exit 0) to a monitoring check.
+    await requireConfigFolder(dir, 'point --config / DRCTL_CONFIG at the folder holding policies/, targets/ and hosts/');
+    const config = await loadConfig(dir);
     const catalog = await Catalog.open(catalogFile(stateDir(ctx, opts)));
     const report = computeStatus(config.policies, await catalog.read(), ctx.clock.now(), cronSchedules());
     const problems = config.problems.map(formatProblem);
     const healthy = report.policies.every((p) => p.sources.every((s) => s.rpo.met && !s.lastError));
+    // Invalid config files are a config error (2) even when the valid policies are healthy:
+    // a policy that is left out is not monitored.
+    const code = problems.length ? ExitCode.usage : healthy ? ExitCode.ok : ExitCode.failed;
     if (opts.json) {
-      printJson(ctx, { ...report, invalidConfig: problems });
-      return healthy ? 0 : 1;
+      printJson(ctx, { ...report, invalidConfig: problems, problems: config.problems });
+      return code;
     }
-    if (report.policies.length === 0) ctx.stdout.write(`no policies in ${config.dir}/policies\n`);
+    if (report.policies.length === 0) {
+      ctx.stdout.write(`no ${problems.length ? 'valid ' : ''}policies in ${displayPath(join(config.dir, 'policies'))}\n`);
+    }
     for (const p of report.policies) {
       ctx.stdout.write(`policy ${p.name} → ${p.target}  (${p.schedule} ${p.timezone}; next run ${p.nextRun})${p.lastError ? `\n  last error: ${p.lastError}` : ''}\n`);
       for (const s of p.sources) {
@@ -37,7 +47,12 @@ export const statusCommand: CommandSpec<Opts> = {
       }
     }
     for (const j of report.abandonedJobs) ctx.stdout.write(`job ${j.id} (${j.policy ?? ''} ${j.source ?? ''}) was running since ${j.startedAt ?? '?'} but its process is gone\n`);
-    for (const pr of problems) ctx.stderr.write(`invalid config: ${pr}\n`);
-    return healthy ? 0 : 1;
+    for (const pr of problems) ctx.stderr.write(`${pr}\n`);
+    if (problems.length) {
+      const n = problems.length;
+      ctx.stderr.write(`drctl: ${n} problem${n === 1 ? '' : 's'} in the config folder ${displayPath(config.dir)}; a policy whose file has problems is not shown or monitored`
+        + ` (fix ${n === 1 ? 'it' : 'them'}; \`drctl policy validate --config ${displayPath(config.dir)}\` checks without running anything)\n`);
+    }
+    return code;
   },
 };

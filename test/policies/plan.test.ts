@@ -86,3 +86,43 @@ test('an invalid policy or flag: exit 2', async (t) => {
   t.is((await drctl(['policy', 'plan', join(dir, 'ok.yaml'), '--from', 'tomorrow'])).code, 2);
   t.is((await drctl(['policy', 'plan', join(dir, 'ok.yaml'), '--runs', '0'])).code, 2);
 });
+
+// "0 0 1 1 1": midnight on New Year's Day when it is a Monday (node-cron wants both fields):
+// 2029, 2035, then 2046 - more than the 8 years the search looks ahead.
+const RARE = 'name: rare\nschedule: "0 0 1 1 1"\ntimezone: UTC\ntarget: vol1\nsources:\n  - path: /srv/shared\nretention:\n  daily: 7\n';
+
+test('a schedule that fires rarely: the runs found are listed, with how many were asked for (exit 0)', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'rare.yaml'), RARE);
+  const r = await drctl(['policy', 'plan', join(dir, 'rare.yaml'), '--from', '2026-01-01T00:00:00Z', '--runs', '3']);
+  t.is(r.code, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  t.is(lines[1], 'next 2 runs (UTC):');
+  t.deepEqual(lines.slice(2, 5), [
+    '  2029-01-01T00:00:00Z',
+    '  2035-01-01T00:00:00Z',
+    '  (only 2 of the 3 runs asked for: the schedule does not fire in the 8 years after 2035-01-01T00:00:00Z)',
+  ]);
+  const j = await drctl(['policy', 'plan', join(dir, 'rare.yaml'), '--from', '2026-01-01T00:00:00Z', '--runs', '3', '--days', '3660', '--json']);
+  t.is(j.code, 0, j.stderr);
+  const plan = json<PlanJson & { nextRunsNote?: string }>(j);
+  t.deepEqual(plan.nextRuns.map((x) => x.utc), ['2029-01-01T00:00:00Z', '2035-01-01T00:00:00Z']);
+  t.regex(plan.nextRunsNote ?? '', /^only 2 of the 3 runs asked for/);
+  t.is(plan.simulated.runs, 2, 'ten years from 2026 hold two runs');
+  // No run at all is still an error.
+  const none = await drctl(['policy', 'plan', join(dir, 'rare.yaml'), '--from', '2036-01-01T00:00:00Z']);
+  t.is(none.code, 2);
+  t.regex(none.stderr, /never fires in the 8 years after 2036-01-01/);
+});
+
+test('plan text: a UTC policy shows each run once, and counts of one are singular', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'utc.yaml'), POLICY.replace('Asia/Tokyo', 'UTC'));
+  const r = await drctl(['policy', 'plan', join(dir, 'utc.yaml'), '--from', '2026-03-01T00:00:00Z', '--runs', '1', '--days', '1']);
+  t.is(r.code, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  t.is(lines[1], 'next run (UTC):');
+  t.is(lines[2], '  2026-03-01T04:00:00Z');
+  t.regex(r.stdout, /^after 1 day of successful runs from 2026-03-01T00:00:00Z: 5 points made/m);
+  t.notRegex(r.stdout, /UTC \/ UTC|1 runs|1 days/);
+});

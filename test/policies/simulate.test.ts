@@ -85,7 +85,41 @@ test('a bad points file: exit 2 naming the file and each bad entry', async (t) =
   await writeFile(points, '[{"id": "a", "time": "2026-03-01T04:00:00Z"');
   const syntax = await drctl(['retention', 'simulate', '--policy', join(dir, 'p.yaml'), '--points', points]);
   t.is(syntax.code, 2);
-  t.regex(syntax.stderr, /points\.json:1:\d+: YAML syntax error/);
+  t.regex(syntax.stderr, /points\.json:1:\d+: JSON syntax error: a list \[ is not closed with \]/);
+  t.notRegex(syntax.stderr, /YAML/);
+});
+
+test('a points file with dates that do not exist: exit 2 naming each, never rolled over into the next month', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'p.yaml'), 'retention: { daily: 3 }\n');
+  const points = join(dir, 'points.json');
+  await writeFile(points, [
+    '[',
+    '  {"id": "a", "time": "2026-02-30T12:00:00Z"},', // 2
+    '  {"id": "b", "time": "2026-02-29T12:00:00Z"},', // 3: 2026 is not a leap year
+    '  {"id": "c", "time": "2026-04-31T12:00:00+02:00"},', // 4
+    '  {"id": "d", "time": "2028-02-29T12:00:00Z"},', // 5: fine, 2028 is
+    '  {"id": "e", "time": "2026-03-01T12:00:00Z"}', // 6: fine
+    ']',
+  ].join('\n'));
+  const r = await drctl(['retention', 'simulate', '--policy', join(dir, 'p.yaml'), '--points', points]);
+  t.is(r.code, 2, r.stdout);
+  t.regex(r.stderr, new RegExp(`^drctl: ${points} is not a valid points file - 3 problems`));
+  t.true(r.stderr.includes(`${points}:2:23: [0].time: "2026-02-30T12:00:00Z" is not a valid date (February 2026 has 28 days) - give a day that exists, e.g. "2026-02-28T12:00:00Z"`), r.stderr);
+  t.true(r.stderr.includes(`${points}:3:23: [1].time: "2026-02-29T12:00:00Z" is not a valid date (February 2026 has 28 days)`), r.stderr);
+  t.true(r.stderr.includes(`${points}:4:23: [2].time: "2026-04-31T12:00:00+02:00" is not a valid date (April 2026 has 30 days)`), r.stderr);
+  t.notRegex(r.stderr, /\[3\]|\[4\]/);
+});
+
+test('a points file that is JSON by its content (not its name): a syntax error says JSON and points at the opening quote', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'p.yaml'), 'retention: { daily: 3 }\n');
+  const points = join(dir, 'points.txt');
+  await writeFile(points, '[{"id": "a", "time": "2026-03-01T04:00:00Z}]\n');
+  const r = await drctl(['retention', 'simulate', '--policy', join(dir, 'p.yaml'), '--points', points]);
+  t.is(r.code, 2);
+  t.true(r.stderr.includes(`${points}:1:22: JSON syntax error: Missing closing "quote - close the quote that opens here`), r.stderr);
+  t.notRegex(r.stderr, /YAML/);
 });
 
 test('a bad policy file or missing flags: exit 2 with the problem', async (t) => {

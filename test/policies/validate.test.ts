@@ -76,7 +76,17 @@ const CASES: Case[] = [
   { title: 'missing name', text: (n) => policy(n, drop(1)), path: 'name', line: 1, says: /missing - add it, e.g. name: web-tier/ },
   { title: 'missing target', text: (n) => policy(n, drop(4)), path: 'target', line: 1, says: /missing/ },
   { title: 'unknown top-level key', text: (n) => policy(n, append('colour: blue')), path: 'colour', line: 12, column: 1, says: /unknown field - allowed here: name, schedule/ },
-  { title: 'duplicate source names', text: (n) => policy(n, replace(8, '  - path: /srv/web01')), path: 'sources[1]', line: 8, says: /point name "web01" is already used by sources\[0\]/ },
+  {
+    title: 'duplicate source names', text: (n) => policy(n, replace(8, '  - path: /srv/web01')), path: 'sources[1]', line: 8,
+    says: /point name "web01" is already used by sources\[0\] - give one of them its own name, e.g. name: web01-2 under sources\[1\] \(recovery points/,
+  },
+  // Retention with only a bad `within`: the "has no rule" check must not trip over it.
+  ...['2x', '-1d', '2D', '1.5d'].map((w): Case => ({
+    title: `retention with only within: ${w}`, text: (n) => policy(n, (l) => [...l.slice(0, 9), `  within: ${w}`]),
+    path: 'retention.within', line: 10, column: 11, says: new RegExp(`"${w.replace('.', '\\.')}" is not a duration - ${w === '2D' ? 'did you mean 2d\\?' : 'write it like 2d'}`),
+  })),
+  { title: 'retention with only within: 5 (a number)', text: (n) => policy(n, (l) => [...l.slice(0, 9), '  within: 5']), path: 'retention.within', line: 10, column: 11, says: /expected a duration like 2d, got the number 5 - write it like within: 2d/ },
+  { title: 'unclosed quote: points at the opening quote', text: (n) => policy(n, replace(2, 'schedule: "0 */4 * * *')), path: '', line: 2, column: 11, says: /YAML syntax error: Missing closing "quote - close the quote that opens here/ },
   { title: 'file name does not match name', text: () => policy('something-else'), path: 'name', line: 1, says: /does not match the file name/ },
 ];
 
@@ -218,4 +228,33 @@ test('no FILE: the whole config folder, targets and hosts included', async (t) =
   const missing = await drctl(['policy', 'validate', '--config', join(dir, 'nope')]);
   t.is(missing.code, 2);
   t.regex(missing.stderr, /config folder .*nope does not exist/);
+});
+
+test('a bad within in one policy: every policy of the folder is still checked and listed (exit 2, no unexpected error)', async (t) => {
+  const dir = await configFolder(t);
+  const bad = join(dir, 'policies', 'good.yaml');
+  const other = join(dir, 'policies', 'other.yaml');
+  await writeFile(bad, policy('good', (l) => [...l.slice(0, 9), '  within: 2x']));
+  await writeFile(other, policy('other', replace(2, 'schedule: "0 */4 * *"')));
+  const r = await drctl(['policy', 'validate', '--config', dir]);
+  t.is(r.code, 2, r.stderr);
+  t.notRegex(r.stderr, /unexpected error/);
+  t.true(r.stderr.includes(`${bad}:10:11: retention.within: "2x" is not a duration - write it like 2d`), r.stderr);
+  t.true(r.stderr.includes(`${other}:2:11: schedule: "0 */4 * *" has 4 fields`), r.stderr);
+  t.regex(r.stderr, /drctl: 2 problems in 2 of \d+ files/);
+  // The commands that read one policy file say the same, as a config error.
+  for (const args of [['policy', 'plan', bad], ['retention', 'simulate', '--policy', bad, '--points', bad]]) {
+    const c = await drctl(args);
+    t.is(c.code, 2, `${args.join(' ')}: ${c.stderr}`);
+    t.true(c.stderr.includes(`${bad}:10:11: retention.within: "2x" is not a duration`), c.stderr);
+  }
+});
+
+test('a target with a filesystem drctl does not know: the problem says what to write', async (t) => {
+  const dir = await configFolder(t);
+  const san = join(dir, 'targets', 'san2.yaml');
+  await writeFile(san, 'type: iscsi\nportal: 192.0.2.20:3260\niqn: iqn.2026-01.com.example:backup\nlun: 1\nmountpoint: /mnt/san2\nfilesystem: btrfs\n');
+  const r = await drctl(['policy', 'validate', san]);
+  t.is(r.code, 2, r.stderr);
+  t.true(r.stderr.includes(`${san}:6:13: filesystem: must be one of ext4, xfs, got the text "btrfs" - pick one of them, e.g. filesystem: ext4`), r.stderr);
 });
