@@ -21,7 +21,7 @@ import type { Clock } from '../runtime/clock.js';
 import type { ProgressFn } from '../progress.js';
 import type { Repository } from '../repo/repository.js';
 import type { BlobWriter } from '../repo/blob-writer.js';
-import type { ItemError, Placement, Point } from '../repo/point.js';
+import type { ItemError, Placement, Point, RootMeta } from '../repo/point.js';
 import type { CdcParams } from '../repo/chunker-cdc.js';
 import { encodeTree, readTree, type TreeEntry } from '../repo/tree.js';
 import { InterruptedError, SourceError, errnoCode } from '../errors.js';
@@ -62,16 +62,19 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
   const started = opts.clock.now();
   const rootPath = resolve(root);
   let names: string[];
+  let rootMeta: RootMeta;
   try {
-    const st = await fsp.stat(rootPath);
+    const st = await fsp.stat(rootPath, { bigint: true });
     if (!st.isDirectory()) throw new SourceError(rootPath, 'it is not a directory');
+    const { mode, uid, gid, mtimeNs } = entryMeta('', 'dir', st);
+    rootMeta = { mode, uid, gid, mtimeNs };
     names = await fsp.readdir(rootPath);
   } catch (e) {
     if (e instanceof SourceError) throw e;
     throw new SourceError(rootPath, errnoCode(e) === 'ENOENT' ? 'it does not exist' : describeFsError(e), { cause: e });
   }
   const parent = opts.parent ?? (await findParent(repo, opts.name, rootPath));
-  const run = new FolderBackup(repo, repo.newWriter(), opts, parent);
+  const run = new FolderBackup(repo, repo.newWriter(), opts, parent, await repositoryInside(repo, rootPath));
   const tree = await run.writer.complete(run.run(rootPath, names, parent?.tree));
   const s = run.stats;
   return repo.commitPoint({
@@ -81,7 +84,7 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
     kind: 'files',
     time: started.toISOString(),
     hostname: opts.hostname ?? osHostname(),
-    source: { type: 'folder', path: rootPath },
+    source: { type: 'folder', path: rootPath, root: rootMeta },
     ...(parent ? { parent: parent.id } : {}),
     tree,
     stats: {
@@ -98,6 +101,13 @@ export async function backupFolder(repo: Repository, root: string, opts: BackupF
     ...(run.warnings.length ? { warnings: run.warnings } : {}),
     ...(opts.placement ? { placement: opts.placement } : {}),
   });
+}
+
+/** The repository's folder, when it is inside `root` (by real paths). */
+async function repositoryInside(repo: Repository, root: string): Promise<string | undefined> {
+  const [repoReal, rootReal] = await Promise.all([fsp.realpath(repo.location).catch(() => undefined), fsp.realpath(root).catch(() => root)]);
+  if (!repoReal?.startsWith(`${rootReal}/`)) return undefined;
+  return join(root, repoReal.slice(rootReal.length + 1));
 }
 
 async function findParent(repo: Repository, name: string, path: string): Promise<Point | undefined> {
@@ -131,7 +141,8 @@ class FolderBackup {
   private reportedBytes = 0;
   private readonly totalBytes: number;
 
-  constructor(private readonly repo: Repository, readonly writer: BlobWriter, private readonly opts: BackupFolderOptions, parent?: Point) {
+  /** `skip`: the repository's own folder when it lies inside the source (never backed up into itself). */
+  constructor(private readonly repo: Repository, readonly writer: BlobWriter, private readonly opts: BackupFolderOptions, parent?: Point, private readonly repoFolder?: string) {
     this.chunking = repo.config.fileChunking;
     this.smallFiles = new SmallFileEncoder(repo.config.compression.level);
     this.totalBytes = parent?.stats.logicalBytes ?? 0;
@@ -165,6 +176,10 @@ class FolderBackup {
       const name = names[i] as string;
       const st = stats[i] as BigIntStats | Error;
       const path = rel ? `${rel}/${name}` : name;
+      if (this.repoFolder === join(abs, name)) {
+        this.warnings.push(`${path} is the repository being written to; it was left out`);
+        continue;
+      }
       if (st instanceof Error) {
         this.skip(path, errnoCode(st) === 'ENOENT' && name.includes('\uFFFD') ? 'its name is not valid UTF-8 (drctl stores UTF-8 names only)' : describeFsError(st));
         continue;

@@ -44,7 +44,8 @@ export interface PointManifest {
   time: string;
   hostname: string;
   /** For a VM: path is HOST/VM. */
-  source: { type: 'image' | 'folder' | 'vm'; path: string };
+  /** `root`: the backed-up folder's own metadata (file points since 0.2; earlier ones have none). */
+  source: { type: 'image' | 'folder' | 'vm'; path: string; root?: RootMeta };
   parent?: string;
   disks?: DiskRecord[];
   tree?: string;
@@ -83,4 +84,12 @@ export interface VmRecord {
 
 export interface Point extends PointManifest {
   id: string;
+}
+
+/** Owner, mode and mtime of a file point's root folder, restored onto DEST. */
+export interface RootMeta {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: string;
 }

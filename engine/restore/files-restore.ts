@@ -21,7 +21,7 @@ import pLimit from 'p-limit';
 import { fsp, constants, openSync, closeSync, ftruncateSync, unlinkSync, type FileHandle } from '../runtime/fs.js';
 import { ignoreNotPermitted, setMetaSync, utimeArg } from './file-meta.js';
 import type { Repository } from '../repo/repository.js';
-import type { Point } from '../repo/point.js';
+import type { Point, RootMeta } from '../repo/point.js';
 import type { TreeEntry } from '../repo/tree.js';
 import type { ProgressFn } from '../progress.js';
 import { IntegrityError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
@@ -70,7 +70,7 @@ export async function restoreFiles(repo: Repository, point: Point, dest: string,
   });
   const r = format
     ? await restoreArchive(repo, items, resolve(dest), format, opts)
-    : await restoreFolder(repo, items, resolve(dest), opts).catch((e: unknown) => {
+    : await restoreFolder(repo, items, resolve(dest), opts, point.source.root).catch((e: unknown) => {
       throw asDestinationError(e, resolve(dest), 'the files restored so far are left there');
     });
   return { ...r, durationMs: Math.round(performance.now() - t0) };
@@ -89,7 +89,7 @@ interface FileTask {
   busy: number;
 }
 
-async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
+async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, opts: RestoreFilesOptions, rootMeta?: RootMeta): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
   const { exists, root: planned, scan } = await inspectDestination(dest, items, !!opts.overwrite);
   const tree = sortEntries(items, planned, scan);
   const content = chunkUses(repo, tree.files);
@@ -112,6 +112,9 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
   }
   await Promise.all(tree.symlinks.map((s) => limit(() => makeSymlink(destPath(root, s.rel), s.entry, scan.replace.has(s.rel)))));
   await applyDirMeta(root, tree.dirs, limit);
+  // DEST itself gets the backed-up folder's owner, mode and mtime when the restore made it, or
+  // may replace what is there; an existing folder restored into without --overwrite keeps its own.
+  if (rootMeta && (!exists || opts.overwrite)) await applyDirMeta(root, [{ rel: '', entry: { name: '', type: 'dir', size: 0, ino: '0', ctimeNs: '0', ...rootMeta } }], limit);
   opts.onProgress?.({ phase: 'restore', doneBytes: content.totalBytes, totalBytes: content.totalBytes });
   return { files: items.length - tree.dirs.length, dirs: tree.dirs.length, bytes: content.totalBytes, dest: root };
 }

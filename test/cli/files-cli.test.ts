@@ -58,6 +58,22 @@ test('a file it may not read is listed and not counted; names with control chara
   t.true(listed.some((e) => e.path === odd));
 });
 
+test('a repository inside the folder being backed up is left out with a warning, not backed up into itself', async (t) => {
+  const dir = await tempDir(t);
+  const src = join(dir, 'home');
+  await mkdir(join(src, 'docs'), { recursive: true });
+  await writeFile(join(src, 'docs', 'a.txt'), 'alpha\n');
+  const repo = join(src, 'backups', 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  for (let run = 0; run < 2; run++) {
+    const r = await drctl(['backup', '--repo', repo, '--files', src, '--name', 'home']);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, /warning: backups\/repo is the repository being written to; it was left out/);
+  }
+  const listed = json<{ path: string }[]>(await drctl(['ls', '--repo', repo, 'latest', '--json'])).map((e) => e.path);
+  t.deepEqual(listed.sort(), ['backups', 'docs', 'docs/a.txt']);
+});
+
 test('restore --include to a .tar and a .zip from the command line', async (t) => {
   const dir = await tempDir(t);
   const src = join(dir, 'src');

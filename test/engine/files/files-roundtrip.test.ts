@@ -1,6 +1,6 @@
 import test from 'ava';
 import { appendFile, chmod, lstat, mkdir, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { backupFolder } from '../../../engine/backup/files-backup.js';
@@ -21,7 +21,7 @@ test('a generated tree restores byte-identical, with modes, mtimes, links and ha
 
   t.is(point.kind, 'files');
   t.is(point.time, '2025-03-04T10:00:00.000Z');
-  t.deepEqual(point.source, { type: 'folder', path: src });
+  t.like(point.source, { type: 'folder', path: src });
   t.deepEqual(point.errors, []);
   t.is(point.stats.dirs, 3);
   t.is(point.stats.files, 8); // files, hard links and symlinks
@@ -51,6 +51,29 @@ test('mtimes before 1970 and far in the future restore as they were (files small
     const off = a.mtimeNs - b.mtimeNs;
     t.true(off >= -1000n && off <= 1000n, `${path}: ${when} (${a.mtimeNs} ns) restored as ${b.mtimeNs} ns`);
   }
+});
+
+test("the backed-up folder's own owner, mode and mtime go onto a new DEST (and with overwrite); an existing DEST keeps its own", async (t) => {
+  const { dir, repo, src } = await setup(t);
+  await writeFile(join(src, 'a'), 'a');
+  await chmod(src, 0o710);
+  await utimes(src, new Date('2005-05-05T00:00:00Z'), new Date('2005-05-05T00:00:00Z'));
+  if (isRoot) execFileSync('chown', ['4242:4343', src]);
+  const point = await backupFolder(repo, src, { name: 'root', clock: systemClock });
+  t.like(point.source.root, { mode: 0o710, ...(isRoot ? { uid: 4242, gid: 4343 } : {}) });
+  const fresh = join(dir, 'fresh');
+  await restoreFiles(await reopen(repo), point, fresh, {});
+  const st = await lstat(fresh);
+  t.is(st.mode & 0o7777, 0o710);
+  t.is(st.mtime.toISOString(), '2005-05-05T00:00:00.000Z');
+  if (isRoot) t.deepEqual([st.uid, st.gid], [4242, 4343]);
+  const existing = join(dir, 'existing');
+  await mkdir(existing, { mode: 0o755 });
+  await chmod(existing, 0o755);
+  await restoreFiles(await reopen(repo), point, existing, {});
+  t.is((await lstat(existing)).mode & 0o7777, 0o755, 'a folder that was there keeps its mode');
+  await restoreFiles(await reopen(repo), point, existing, { overwrite: true });
+  t.is((await lstat(existing)).mode & 0o7777, 0o710, 'with overwrite it is replaced too');
 });
 
 test('walkTree visits every tree blob and entry with its path', async (t) => {
