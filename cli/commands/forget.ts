@@ -1,6 +1,6 @@
 import { UsageError } from '../../engine/errors.js';
 // Not jobs/index.js, which loads the job runner: see engine/jobs/index.ts.
-import { forgetPoints } from '../../engine/jobs/forget.js';
+import { forgetById, forgetPoints } from '../../engine/jobs/forget.js';
 import { applyRetention, parseWithin, type RetentionRules } from '../../policies/retention.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
@@ -14,7 +14,8 @@ type Opts = RepoOptions & OutputOptions & {
 
 export const forgetCommand: CommandSpec<Opts> = {
   name: 'forget',
-  summary: 'apply retention rules: remove the recovery points no rule keeps (data goes at the next prune)',
+  summary: 'apply retention rules: remove the recovery points no rule keeps, or the points given by id (data goes at the next prune)',
+  args: '[points...]',
   options: [
     { flags: '--policy <name>', description: 'apply this policy\'s retention to its points, on its target (not with --keep-*)' },
     { flags: '--name <name>', description: 'only points of this protected object' },
@@ -27,8 +28,9 @@ export const forgetCommand: CommandSpec<Opts> = {
     { flags: '--keep-within <duration>', description: 'keep every point newer than the newest point minus DURATION (1y2m3d4h)' },
     { flags: '--dry-run', description: 'show what would be removed, remove nothing' },
   ],
-  exitCodes: '0 done · 1 failed · 2 bad arguments (--policy with --keep-*), an unknown or invalid policy, or no repository',
-  async run(ctx: CliContext, opts: Opts) {
+  exitCodes: '0 done · 1 failed · 2 bad arguments (--policy with --keep-*, points with rules), an unknown or ambiguous point, an unknown or invalid policy, or no repository',
+  async run(ctx: CliContext, opts: Opts, args: string[]) {
+    if (args.length > 0) return forgetGiven(ctx, opts, args);
     let rules: RetentionRules;
     if (opts.policy && hasKeepFlags(opts)) {
       throw new UsageError('--policy and --keep-* cannot be combined: --policy applies that policy\'s own retention',
@@ -64,6 +66,24 @@ export const forgetCommand: CommandSpec<Opts> = {
     return 0;
   },
 };
+
+/** `drctl forget ID…`: those points, damaged point files included; no retention rule is applied. */
+async function forgetGiven(ctx: CliContext, opts: Opts, specs: string[]): Promise<number> {
+  if (opts.policy || opts.name || hasKeepFlags(opts)) {
+    throw new UsageError('points given by id cannot be combined with --policy, --name or --keep-*', 'give either point ids, or retention rules; nothing was removed');
+  }
+  const repo = await openRepo(ctx, opts);
+  const gone = await forgetById(repo, specs, { dryRun: opts.dryRun, lockWait: cliLockWait(ctx, opts) });
+  if (opts.json) {
+    printJson(ctx, { dryRun: !!opts.dryRun, removed: gone });
+    return 0;
+  }
+  for (const p of gone) {
+    say(ctx, opts, `${opts.dryRun ? 'would remove' : 'removed'} ${p.id.slice(0, 12)}  ${p.damaged ? '(damaged point file)' : `${p.name ?? ''}  ${p.time ?? ''}`}`);
+  }
+  if (!opts.dryRun) say(ctx, opts, 'run `drctl prune` to free the space of removed points');
+  return 0;
+}
 
 function hasKeepFlags(opts: Opts): boolean {
   return [opts.keepLast, opts.keepHourly, opts.keepDaily, opts.keepWeekly, opts.keepMonthly, opts.keepYearly, opts.keepWithin].some((v) => v !== undefined);

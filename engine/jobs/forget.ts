@@ -5,11 +5,12 @@
  * manifests only; the data goes at the next prune.
  *
  * `drctl forget` imports this file directly, not jobs/index.ts (which loads the runner): keep
- * its engine imports type-only.
+ * its engine imports type-only (errors.ts aside, which the CLI loads anyway).
  */
 import type { Repository } from '../repo/repository.js';
 import type { Point } from '../repo/point.js';
 import type { LockWait } from '../repo/locks.js';
+import { PointNotFoundError, UsageError } from '../errors.js';
 
 export interface RetentionDecision {
   keep: { point: Point; reasons: string[] }[];
@@ -59,6 +60,43 @@ export async function forgetPoints(repo: Repository, opts: ForgetOptions): Promi
       if (!opts.dryRun) for (const p of d.remove) await repo.removePoint(p.id);
     }
     return out;
+  } finally {
+    await lock.release();
+  }
+}
+
+export interface ForgottenPoint {
+  id: string;
+  /** Absent for a damaged point file (it cannot be read). */
+  name?: string;
+  time?: string;
+  damaged?: boolean;
+}
+
+/**
+ * Remove the points given by id or unique id prefix, damaged point files included (retention
+ * always keeps the newest point, so a damaged newest one could otherwise never go, and prune
+ * refuses to run beside it). Every spec is resolved before anything is removed.
+ */
+export async function forgetById(repo: Repository, specs: string[], opts: { dryRun?: boolean; lockWait?: LockWait }): Promise<ForgottenPoint[]> {
+  const lock = await repo.lock('shared', 'drctl forget', opts.lockWait);
+  try {
+    const { points, damaged } = await repo.listPoints();
+    const all: ForgottenPoint[] = [...points.map((p) => ({ id: p.id, name: p.name, time: p.time })), ...damaged.map((id) => ({ id, damaged: true }))];
+    const chosen = new Map<string, ForgottenPoint>();
+    for (const spec of specs) {
+      const want = spec.trim().toLowerCase();
+      const matches = want === '' ? [] : all.filter((p) => p.id.startsWith(want));
+      if (matches.length === 0) throw new PointNotFoundError(`no recovery point ${spec} in ${repo.location}`, 'list them with `drctl points`; nothing was removed');
+      if (matches.length > 1) {
+        throw new UsageError(`point id prefix ${spec} is ambiguous: ${matches.length} points match (${matches.slice(0, 5).map((m) => m.id.slice(0, 12)).join(', ')}${matches.length > 5 ? ', …' : ''})`,
+          'give more characters of the id; nothing was removed');
+      }
+      const m = matches[0] as ForgottenPoint;
+      chosen.set(m.id, m);
+    }
+    if (!opts.dryRun) for (const id of chosen.keys()) await repo.removePoint(id);
+    return [...chosen.values()];
   } finally {
     await lock.release();
   }
