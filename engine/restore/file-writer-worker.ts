@@ -4,7 +4,7 @@
  * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readFullSync, writeFullSync, closeSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readFullSync, writeFullSync, closeSync, ftruncateSync, unlinkSync } from '../runtime/fs.js';
 import { setMetaSync } from './file-meta.js';
 import { decodeScratchBytes, decodeVerifiedSync, nextPowerOfTwo } from '../repo/codec-sync.js';
 import { GcPacer, collectGarbage } from '../runtime/gc.js';
@@ -21,6 +21,9 @@ function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: 
   return r;
 }
 
+/** Files of one blob from this size on are written sparse; below it a zero block is rare and a write is one syscall. */
+const SPARSE_FROM_BYTES = 64 * 1024;
+
 function writeWhole(f: WholeFile, raw: Buffer): void {
   if (f.replace) {
     try {
@@ -31,7 +34,12 @@ function writeWhole(f: WholeFile, raw: Buffer): void {
   }
   const fd = openSync(f.path, CREATE, f.modeByCreate ? f.mode : 0o600);
   try {
-    writeFullSync(fd, raw, 0, raw.length, 0);
+    if (raw.length < SPARSE_FROM_BYTES) writeFullSync(fd, raw, 0, raw.length, 0);
+    else {
+      // Sized first, then only its non-zero blocks: holes of a sparse file stay holes.
+      ftruncateSync(fd, raw.length);
+      writeNonZeroSync(fd, raw, 0, raw.length);
+    }
     setMetaSync(fd, f, { owner: f.ownerByCreate, mode: f.modeByCreate });
   } finally {
     closeSync(fd);

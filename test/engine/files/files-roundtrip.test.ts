@@ -1,5 +1,5 @@
 import test from 'ava';
-import { appendFile, chmod, lstat, mkdir, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, lstat, mkdir, open, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -74,6 +74,25 @@ test("the backed-up folder's own owner, mode and mtime go onto a new DEST (and w
   t.is((await lstat(existing)).mode & 0o7777, 0o755, 'a folder that was there keeps its mode');
   await restoreFiles(await reopen(repo), point, existing, { overwrite: true });
   t.is((await lstat(existing)).mode & 0o7777, 0o710, 'with overwrite it is replaced too');
+});
+
+test('sparse files restore sparse: zero blocks are not written, whether the file is one blob or many', async (t) => {
+  const { dir, repo, src } = await setup(t);
+  for (const [name, size] of [['one-blob', 5 * 1024 * 1024], ['chunked', 40 * 1024 * 1024]] as const) {
+    const fh = await open(join(src, name), 'w');
+    await fh.truncate(size);
+    await fh.write(Buffer.from('data'), 0, 4, 3_000_000);
+    await fh.close();
+  }
+  const point = await backupFolder(repo, src, { name: 'sparse', clock: systemClock });
+  const dest = join(dir, 'out');
+  await restoreFiles(await reopen(repo), point, dest, {});
+  for (const name of ['one-blob', 'chunked']) {
+    const [a, b] = [await readFile(join(src, name)), await readFile(join(dest, name))];
+    t.true(a.equals(b), name);
+    const st = await lstat(join(dest, name));
+    t.true(st.blocks * 512 <= 64 * 1024, `${name}: ${st.blocks * 512} bytes allocated for ${st.size}`);
+  }
 });
 
 test('walkTree visits every tree blob and entry with its path', async (t) => {
