@@ -23,7 +23,7 @@ let interrupts = 0;
 const onSignal = (): void => {
   // First Ctrl-C stops cleanly (nothing half-committed); a second one exits at once.
   if (++interrupts > 1) process.exit(130);
-  process.stderr.write('\ndrctl: interrupting - finishing in-flight writes, nothing will be committed\n');
+  process.stderr.write('\ndrctl: interrupting - stopping cleanly (a second Ctrl-C exits at once)\n');
   controller.abort();
 };
 // `drctl points | head`: a closed pipe ends the output quietly, as Unix tools do.

@@ -7,7 +7,7 @@ import { startCodecPool } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
-import { bytes, duration, rate } from '../format.js';
+import { bytes, duration, printable, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import type { StateOptions } from '../wiring.js';
@@ -67,7 +67,7 @@ function report(ctx: CliContext, opts: Opts, point: Point, name: string): number
     if (s.files !== undefined) say(ctx, opts, `  ${s.files} files (${s.unchangedFiles ?? 0} unchanged), ${s.dirs ?? 0} folders`);
     for (const w of point.warnings ?? []) say(ctx, opts, `  warning: ${w}`);
     if (point.errors.length) {
-      for (const e of point.errors.slice(0, 20)) ctx.stderr.write(`skipped ${e.path}: ${e.message}\n`);
+      for (const e of point.errors.slice(0, 20)) ctx.stderr.write(`skipped ${printable(e.path)}: ${printable(e.message)}\n`);
       if (point.errors.length > 20) ctx.stderr.write(`… and ${point.errors.length - 20} more (see \`drctl points --json\`)\n`);
       ctx.stderr.write(`point ${point.id.slice(0, 12)} is partial: ${point.errors.length} item(s) skipped\n`);
       return ExitCode.partial;
@@ -107,17 +107,43 @@ async function runVm(ctx: CliContext, opts: Opts): Promise<number> {
 }
 
 async function readExtents(file: string): Promise<Extent[]> {
+  const hint = 'give a JSON file: [{"offset": N, "length": N}, …], byte offsets and lengths on the guest disk';
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read changed-extent list ${file} - ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder' : (e as Error).message}`, hint);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(file, 'utf8'));
+    parsed = JSON.parse(text);
   } catch (e) {
-    throw new UsageError(`cannot read changed-extent list ${file} - ${(e as Error).message}`, 'give a JSON file: [{"offset": N, "length": N}, …]');
+    // V8 quotes the input in some messages (`…, ..."<content>"... is not valid JSON`):
+    // keep only its reason, and turn "at position N" into a line and column.
+    let why = (e as Error).message.replace(/, (\.\.\.)?".*"(\.\.\.)? is not valid JSON$/s, '').replace(/ in JSON/, '');
+    why = why.replace(/ at position (\d+)$/, (_m, pos: string) => {
+      const before = text.slice(0, Number(pos)).split('\n');
+      return ` at line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
+    });
+    why = why.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 100);
+    throw new UsageError(`cannot read changed-extent list ${file} - not valid JSON (${why.charAt(0).toLowerCase()}${why.slice(1)})`, hint);
   }
   if (!Array.isArray(parsed)) throw new UsageError(`changed-extent list ${file}: expected a JSON array`, 'format: [{"offset": N, "length": N}, …]');
   return parsed.map((e: unknown, i) => {
-    const x = e as { offset?: unknown; length?: unknown };
+    const x = (typeof e === 'object' && e !== null ? e : {}) as { offset?: unknown; length?: unknown };
+    for (const field of ['offset', 'length'] as const) {
+      const v = x[field];
+      // JSON numbers above 2^53 arrive rounded: not an exact byte count any more.
+      if (typeof v === 'number' && Number.isInteger(v) && v > Number.MAX_SAFE_INTEGER) {
+        throw new UsageError(`changed-extent list ${file}: entry [${i}] ${field} is too large (more than 2^53 - 1 bytes)`, 'check that the list was written for this disk, in bytes');
+      }
+    }
     if (!Number.isSafeInteger(x.offset) || !Number.isSafeInteger(x.length) || (x.offset as number) < 0 || (x.length as number) < 0) {
-      throw new UsageError(`changed-extent list ${file}: entry [${i}] needs non-negative integer offset and length`);
+      throw new UsageError(`changed-extent list ${file}: entry [${i}] needs non-negative integer offset and length`, 'format: [{"offset": N, "length": N}, …]');
+    }
+    if ((x.offset as number) + (x.length as number) > Number.MAX_SAFE_INTEGER) {
+      throw new UsageError(`changed-extent list ${file}: entry [${i}] ends too far out (offset + length is more than 2^53 - 1 bytes)`, 'check that the list was written for this disk, in bytes');
     }
     return { offset: x.offset as number, length: x.length as number };
   });
@@ -130,11 +156,18 @@ async function runPolicy(ctx: CliContext, opts: Opts, name: string): Promise<num
   const rt = await buildRuntime({ configDir: configDir(ctx, opts), stateDir: stateDir(ctx, opts), clock: { ...ctx.clock, simulated: false, sleepUntil: async () => undefined }, hostname: ctx.hostname, log });
   const policy = rt.policy(name);
   const abort = (): void => rt.runner.abort();
-  ctx.signal.addEventListener('abort', abort, { once: true });
+  // A signal that came while drctl was starting has already fired: the runner then starts no job.
+  if (ctx.signal.aborted) abort();
+  else ctx.signal.addEventListener('abort', abort, { once: true });
   const outcomes = await Promise.all(policy.sources.map((s) => rt.runner.backup(policy, s, 'manual')));
+  ctx.signal.removeEventListener('abort', abort);
   const failed = outcomes.filter((o) => o.job.state === 'failed' || o.job.state === 'interrupted');
   const partial = outcomes.filter((o) => o.job.state === 'partial');
   if (opts.json) printJson(ctx, { policy: policy.name, jobs: outcomes.map((o) => o.job) });
+  if (outcomes.length && outcomes.every((o) => o.job.state === 'interrupted' && !o.job.startedAt)) {
+    ctx.stderr.write(`drctl: policy ${policy.name}: interrupted before any job started - nothing was backed up, no retention ran (run the command again)\n`);
+    return ExitCode.failed;
+  }
   for (const f of failed) ctx.stderr.write(`drctl: ${f.job.source}: ${f.job.error ?? f.job.state}\n`);
   if (failed.length === outcomes.length) return ExitCode.failed;
   return failed.length || partial.length ? ExitCode.partial : ExitCode.ok;

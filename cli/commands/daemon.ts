@@ -1,4 +1,6 @@
 import { systemSleepClock } from '../../engine/runtime/index.js';
+import { acquireDaemonLock, type ProblemLine } from '../../engine/jobs/index.js';
+import { formatProblem, loadConfig } from '../../policies/index.js';
 import type { CliContext, OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';
@@ -8,32 +10,47 @@ type Opts = ConfigOptions & StateOptions & OutputOptions;
 
 export const daemonCommand: CommandSpec<Opts> = {
   name: 'daemon',
-  summary: 'run the policies on their schedules until stopped (SIGTERM stops cleanly, SIGHUP reloads policies)',
+  summary: 'run the policies on their schedules until stopped (SIGTERM stops cleanly, SIGHUP reloads policies); one daemon per state folder',
   options: [],
-  exitCodes: '0 stopped by SIGTERM/SIGINT · 1 failed · 2 bad config folder',
+  exitCodes: '0 stopped by SIGTERM/SIGINT · 1 failed, or another daemon runs on this state folder · 2 bad config or state folder',
   async run(ctx: CliContext, opts: Opts) {
     const log = (line: string): void => {
       ctx.stdout.write(`${new Date().toISOString()} ${line}\n`);
     };
-    const rt = await buildRuntime({ configDir: configDir(ctx, opts), stateDir: stateDir(ctx, opts), clock: systemSleepClock, hostname: ctx.hostname, log });
+    const config = configDir(ctx, opts);
+    const state = stateDir(ctx, opts);
+    const lock = await acquireDaemonLock(state, {
+      clock: systemSleepClock,
+      onLost: (holder) => log(`the daemon lock of ${state} was taken over${holder ? ` by pid ${holder.pid} on ${holder.host}` : ''} (this daemon's heartbeat had stopped): two daemons may now run on this state folder - stop one`),
+    });
+    let rt: Awaited<ReturnType<typeof buildRuntime>> | undefined;
     const onHup = (): void => {
       log('SIGHUP: reloading policies');
-      rt.daemon.reload();
+      rt?.daemon.reload();
     };
-    process.on('SIGHUP', onHup);
-    const stop = (): void => {
-      log('stopping: running jobs are abandoned cleanly (nothing half-committed)');
-      void rt.daemon.stop('abandon');
-    };
-    ctx.signal.addEventListener('abort', stop, { once: true });
+    const stop = (): void => void rt?.daemon.stop('abandon');
     try {
-      await rt.daemon.start();
+      if (lock.replaced) log(`took over the daemon lock of pid ${lock.replaced.pid} on ${lock.replaced.host} (that daemon is gone)`);
+      rt = await buildRuntime({ configDir: config, stateDir: state, clock: systemSleepClock, hostname: ctx.hostname, log });
+      process.on('SIGHUP', onHup);
+      // A signal that came while drctl was starting has already fired: stop() before start()
+      // starts nothing.
+      if (ctx.signal.aborted) stop();
+      else ctx.signal.addEventListener('abort', stop, { once: true });
+      await rt.daemon.start({ allProblems: () => allProblems(config) });
       await rt.daemon.run();
       await rt.daemon.idle();
     } finally {
       process.off('SIGHUP', onHup);
+      ctx.signal.removeEventListener('abort', stop);
+      await lock.release();
     }
     log('daemon stopped');
     return 0;
   },
 };
+
+/** Every problem of the config folder, as `drctl policy validate` prints them. */
+async function allProblems(dir: string): Promise<ProblemLine[]> {
+  return (await loadConfig(dir)).problems.map((p) => ({ file: p.file, line: formatProblem(p) }));
+}

@@ -3,9 +3,12 @@
  * is shared with jobs through the attach state in the state folder (targets/iscsi/volume.ts):
  * `attach` keeps the volume attached until `detach`; jobs attach and detach on their own.
  */
-import { statfs } from 'node:fs/promises';
-import { loadConfig, type TargetConfig } from '../../policies/config.js';
-import { ExitCode, UsageError } from '../../engine/errors.js';
+import { randomBytes } from 'node:crypto';
+import { readFile, readdir, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { displayPath, loadConfig, type TargetConfig } from '../../policies/config.js';
+import { ExitCode, UsageError, errnoCode } from '../../engine/errors.js';
+import { FORMAT_VERSION, Keys } from '../../engine/repo/index.js';
 import { execFile } from '../../engine/runtime/index.js';
 import {
   acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, probePortal, withBlockDevice,
@@ -56,14 +59,15 @@ const common = { options: [] as { flags: string; description: string }[] };
 
 export const targetTestCommand: CommandSpec<Opts> = {
   name: 'target test', args: '<name>', ...common,
-  summary: 'check a target: portal reachable, CHAP login, LUN size, filesystem and free space',
-  exitCodes: '0 all checks passed · 1 a check failed (named) · 2 unknown or invalid target',
+  summary: 'check a target: local: a writable folder holding a repository (or empty); iSCSI: portal reachable, CHAP login, LUN size, filesystem; free space',
+  exitCodes: '0 all checks passed · 1 a check failed (named, one line each: missing path, not a folder, not a repository, not writable …) · 2 unknown or invalid target file',
   async run(ctx, opts, args) {
     const t = await loadTarget(ctx, opts, args[0]);
     if (t.type === 'local') {
-      const r = await space(t.path).then((s) => ({ ok: true, ...s }), (e: Error) => ({ ok: false, error: e.message }));
-      if (opts.json) printJson(ctx, { target: t.name, type: 'local', path: t.path, ...r });
-      else say(ctx, opts, r.ok && 'freeBytes' in r ? `target ${t.name}: local folder ${t.path}, ${bytes(r.freeBytes)} free of ${bytes(r.sizeBytes)}` : `target ${t.name}: ${t.path} - ${'error' in r ? r.error : ''}`);
+      const r = await checkLocalTarget(t);
+      if (opts.json) printJson(ctx, { target: t.name, type: 'local', path: t.path, ...r, ...(r.problems.length ? { error: r.problems[0] } : {}) });
+      else if (r.ok) say(ctx, opts, `target ${t.name}: local folder ${t.path}, ${r.repository === 'empty' ? `empty - no repository yet: the first backup creates one (or \`drctl init --target ${t.name}\`)` : `repository format ${String(r.formatVersion)}`}, writable, ${bytes(r.freeBytes ?? 0)} free of ${bytes(r.sizeBytes ?? 0)}`);
+      if (!opts.json) for (const p of r.problems) ctx.stderr.write(`drctl: target ${t.name} (${displayPath(t.file)}): ${p}\n`);
       return r.ok ? ExitCode.ok : ExitCode.failed;
     }
     const report: Record<string, unknown> = { target: t.name, type: 'iscsi', portal: t.portal, iqn: t.iqn, lun: t.lun };
@@ -103,6 +107,93 @@ export const targetTestCommand: CommandSpec<Opts> = {
     return ok ? ExitCode.ok : ExitCode.failed;
   },
 };
+
+interface LocalCheck {
+  ok: boolean;
+  /** 'empty': a folder without a repository yet, which backups (and `drctl init`) fill. */
+  repository?: 'ok' | 'empty';
+  formatVersion?: number;
+  writable?: boolean;
+  freeBytes?: number;
+  sizeBytes?: number;
+  /** One line each: what is wrong with the path, then what to do. */
+  problems: string[];
+}
+
+/**
+ * What a job needs of a local target (engine/jobs/runner.ts openRepository): a folder that holds
+ * a repository of a format this drctl reads, or nothing yet (a backup creates the repository
+ * then), on a volume it can write to.
+ */
+async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Promise<LocalCheck> {
+  const path = t.path;
+  const st = await stat(path).catch((e: unknown) => e as Error);
+  if (st instanceof Error) {
+    return { ok: false, problems: [errnoCode(st) === 'ENOENT'
+      ? `${path} does not exist - mount its volume if it lives on one, or create the repository with \`drctl init --target ${t.name}\``
+      : `${path} cannot be read - ${st.message} - check that drctl may read it and that its volume is healthy`] };
+  }
+  if (!st.isDirectory()) return { ok: false, problems: [`${path} is not a folder - set path: to the folder that holds (or will hold) the repository`] };
+  const out: LocalCheck = { ok: false, problems: [] };
+  await inspectRepository(path, t.name, out);
+  await probeWrite(path, out);
+  const s = await space(path).catch(() => undefined);
+  if (s) Object.assign(out, { freeBytes: s.freeBytes, sizeBytes: s.sizeBytes });
+  out.ok = out.problems.length === 0;
+  return out;
+}
+
+async function inspectRepository(path: string, name: string, out: LocalCheck): Promise<void> {
+  let names: string[];
+  try {
+    // The runner's "empty" ignores the same two: temp files of writes, and ext4's lost+found.
+    names = (await readdir(path)).filter((n) => n !== 'tmp' && n !== 'lost+found');
+  } catch (e) {
+    out.problems.push(`${path} cannot be listed - ${(e as Error).message} - give drctl read access to it`);
+    return;
+  }
+  if (names.length === 0) {
+    out.repository = 'empty';
+    return;
+  }
+  if (!names.includes(Keys.config)) {
+    out.problems.push(`${path} holds other files but no drctl repository (no ${Keys.config}) - point path: at the repository's folder, or at an empty or new folder`);
+    return;
+  }
+  const version = await readFile(join(path, Keys.config), 'utf8').then((text) => (JSON.parse(text) as { formatVersion?: unknown }).formatVersion, () => undefined);
+  if (typeof version !== 'number') {
+    out.problems.push(`${path}/${Keys.config} is damaged (not a repository config) - run \`drctl check --target ${name}\`; restore that file from a copy of the repository`);
+  } else if (version > FORMAT_VERSION) {
+    out.problems.push(`${path} holds a repository of format ${version}; this drctl reads up to ${FORMAT_VERSION} - upgrade drctl`);
+  } else {
+    out.repository = 'ok';
+    out.formatVersion = version;
+  }
+}
+
+const WRITE_HINTS: Record<string, string> = {
+  EROFS: 'its filesystem is mounted read-only: remount it read-write (`mount -o remount,rw`) or choose another path',
+  EACCES: 'give the user drctl runs as write access to it',
+  EPERM: 'give the user drctl runs as write access to it',
+  ENOSPC: 'its volume is full: free space (`drctl prune`) or choose a larger volume',
+  EDQUOT: 'the disk quota is used up: raise it or choose another volume',
+};
+
+/** Create and remove a file where writes start (tmp/, else the folder itself). */
+async function probeWrite(path: string, out: LocalCheck): Promise<void> {
+  const tmp = join(path, 'tmp');
+  const dir = (await stat(tmp).then((s) => s.isDirectory(), () => false)) ? tmp : path;
+  const probe = join(dir, `.drctl-target-test.${randomBytes(6).toString('hex')}`);
+  try {
+    await writeFile(probe, '', { flag: 'wx' });
+    await unlink(probe);
+    out.writable = true;
+  } catch (e) {
+    out.writable = false;
+    const code = errnoCode(e) ?? '';
+    out.problems.push(`${path} is not writable (${code || (e as Error).message}${dir === tmp ? ' in tmp/' : ''}) - ${WRITE_HINTS[code] ?? 'check that its volume is mounted and healthy'}`);
+  }
+}
 
 async function deviceSize(device: string): Promise<number | undefined> {
   const r = await execFile('blockdev', ['--getsize64', device]);

@@ -11,8 +11,10 @@
  * - After each successful backup the runner applies the policy's retention; prune runs on the
  *   policy's own `prune` schedule, beside backups.
  * - reload() (SIGHUP) re-reads the policies; a file that no longer validates keeps its old
- *   version and the reason is logged. stop() (SIGTERM) abandons running jobs cleanly: their
- *   pipelines stop and commit nothing, so the repository stays consistent.
+ *   version and every problem is logged, one per line. stop() (SIGTERM) abandons running jobs
+ *   cleanly: their pipelines stop and commit nothing, so the repository stays consistent. A
+ *   stop() that comes before or during start() starts nothing.
+ * - One daemon per state folder: the caller takes daemon-lock.ts's lock before start().
  */
 import { randomBytes } from 'node:crypto';
 import type { SleepClock } from '../runtime/clock.js';
@@ -35,6 +37,20 @@ export interface PolicyLoad {
   policies: LoadedPolicy[];
   /** Files that did not validate, with the first problem. */
   problems: { file: string; message: string }[];
+}
+
+/** One problem of a config file, formatted `file:line:column: field: what - fix`. */
+export interface ProblemLine {
+  file: string;
+  line: string;
+}
+
+export interface DaemonStartOptions {
+  /**
+   * Every problem of the config folder. PolicyLoad carries only the first problem of each
+   * file; with this the log lists them all, as `drctl policy validate` does.
+   */
+  allProblems?(): Promise<ProblemLine[]>;
 }
 
 export interface DaemonDeps {
@@ -61,6 +77,7 @@ export class Daemon {
   private wake = new AbortController();
   private stopped = false;
   private reloadWanted = false;
+  private allProblems: DaemonStartOptions['allProblems'];
 
   constructor(private readonly deps: DaemonDeps) {}
 
@@ -69,11 +86,14 @@ export class Daemon {
   }
 
   /** Load the policies and fire one catch-up run for each policy that missed runs while down. */
-  async start(): Promise<void> {
+  async start(opts: DaemonStartOptions = {}): Promise<void> {
+    this.allProblems = opts.allProblems;
     const load = await this.deps.load();
-    for (const p of load.problems) this.deps.log(`policy file ${p.file} is invalid and not scheduled: ${p.message}`);
+    const problems = await this.problemLines(load);
+    for (const p of load.problems) this.logProblems(`policy file ${p.file} is invalid and not scheduled`, problems.get(p.file) ?? [p.message]);
     const now = this.deps.clock.now();
     const state = (await this.deps.catalog.read()).policies;
+    if (this.stopped) return; // stopped while starting: no catch-up run
     for (const policy of load.policies) {
       const entry = this.entry(policy, now);
       this.entries.set(policy.name, entry);
@@ -87,7 +107,7 @@ export class Daemon {
       if (missedPrune) this.firePrune(entry, 'catch-up', missedPrune);
     }
     await this.saveNextRuns();
-    this.deps.log(`daemon started: ${this.entries.size} policies${load.problems.length ? `, ${load.problems.length} invalid file(s) skipped` : ''}`);
+    this.deps.log(`daemon started: ${this.entries.size} polic${this.entries.size === 1 ? 'y' : 'ies'}${load.problems.length ? `, ${load.problems.length} invalid file(s) skipped` : ''}`);
   }
 
   /** The main loop, until stop() — or, with a simulated clock, until the clock would pass `until`. */
@@ -117,6 +137,12 @@ export class Daemon {
 
   /** Stop scheduling; abandon running jobs cleanly (or let them finish) and wait for them. */
   async stop(mode: 'abandon' | 'finish'): Promise<void> {
+    const jobs = this.deps.runner.busy;
+    if (!this.stopped) {
+      this.deps.log(jobs === 0 ? 'stopping - no job is running'
+        : mode === 'abandon' ? `stopping - abandoning ${jobs} job(s) cleanly: nothing is half-committed`
+          : `stopping - waiting for ${jobs} job(s) to finish`);
+    }
     this.stopped = true;
     this.wake.abort();
     if (mode === 'abandon') this.deps.runner.abort();
@@ -175,6 +201,7 @@ export class Daemon {
   }
 
   private fire(e: Entry, trigger: 'schedule' | 'catch-up', slot: Date): void {
+    if (this.stopped) return;
     const policy = e.policy;
     const { catalog, clock, runner } = this.deps;
     if (this.running.has(policy.name)) {
@@ -190,6 +217,7 @@ export class Daemon {
       await catalog.update((d) => {
         d.policies[policy.name] = { ...d.policies[policy.name], lastScheduledAt: slot.toISOString(), lastRunAt: clock.now().toISOString() };
       });
+      if (this.stopped) return;
       const outcomes = await Promise.all(policy.sources.map((s) => runner.backup(policy, s, trigger, slot)));
       const failed = outcomes.filter((o) => o.job.state === 'failed' || o.job.state === 'interrupted');
       await catalog.update((d) => {
@@ -208,11 +236,13 @@ export class Daemon {
   }
 
   private firePrune(e: Entry, trigger: 'schedule' | 'catch-up', slot: Date): void {
+    if (this.stopped) return;
     const policy = e.policy;
     this.track((async () => {
       await this.deps.catalog.update((d) => {
         d.policies[policy.name] = { ...d.policies[policy.name], lastPruneScheduledAt: slot.toISOString() };
       });
+      if (this.stopped) return;
       await this.deps.runner.prune(policy, trigger);
     })().catch((err: unknown) => this.deps.log(`policy ${policy.name}: prune failed: ${(err as Error).message}`)));
   }
@@ -236,12 +266,14 @@ export class Daemon {
     const now = this.deps.clock.now();
     const next = new Map<string, Entry>();
     const bad = new Set(load.problems.map((p) => p.file));
+    const problems = await this.problemLines(load);
     for (const p of load.problems) {
       const old = [...this.entries.values()].find((e) => e.policy.file === p.file);
+      const lines = problems.get(p.file) ?? [p.message];
       if (old) {
-        this.deps.log(`reload: ${p.file} is invalid, keeping the previous version of policy ${old.policy.name}: ${p.message}`);
+        this.logProblems(`reload: ${p.file} is invalid, keeping the previous version of policy ${old.policy.name}`, lines);
         next.set(old.policy.name, old);
-      } else this.deps.log(`reload: ${p.file} is invalid and not scheduled: ${p.message}`);
+      } else this.logProblems(`reload: ${p.file} is invalid and not scheduled`, lines);
     }
     for (const policy of load.policies) {
       if (bad.has(policy.file)) continue;
@@ -253,6 +285,24 @@ export class Daemon {
     const removed = [...this.entries.keys()].filter((n) => !next.has(n));
     this.entries = next;
     await this.saveNextRuns();
-    this.deps.log(`reloaded: ${next.size} policies${added.length ? `, added ${added.join(', ')}` : ''}${removed.length ? `, removed ${removed.join(', ')}` : ''}`);
+    this.deps.log(`reloaded: ${next.size} polic${next.size === 1 ? 'y' : 'ies'}${added.length ? `, added ${added.join(', ')}` : ''}${removed.length ? `, removed ${removed.join(', ')}` : ''}`);
+  }
+
+  /** Every problem of each invalid file of `load`, when the caller can list them (see DaemonStartOptions). */
+  private async problemLines(load: PolicyLoad): Promise<Map<string, string[]>> {
+    const byFile = new Map<string, string[]>();
+    if (!load.problems.length || !this.allProblems) return byFile;
+    const all = await this.allProblems().catch((e: unknown) => {
+      this.deps.log(`could not list every config problem (${(e as Error).message}); showing the first of each file`);
+      return [];
+    });
+    for (const p of all) byFile.set(p.file, [...(byFile.get(p.file) ?? []), p.line]);
+    return byFile;
+  }
+
+  /** A headline, then one problem per line, so that each can be found by its file:line:column. */
+  private logProblems(headline: string, lines: string[]): void {
+    this.deps.log(`${headline} - ${lines.length} problem${lines.length === 1 ? '' : 's'}:`);
+    for (const l of lines) this.deps.log(`  ${l}`);
   }
 }

@@ -130,6 +130,7 @@ export class JobRunner {
     const hostLimit = this.limiter(this.hostLimits, hostOf(source), this.limits.perHost);
     // Target slot first: a job waiting for its volume does not hold a host slot meanwhile.
     return targetLimit(() => hostLimit(async () => {
+      if (this.jobAbort.signal.aborted) return this.notStarted(policy, source, job);
       const started = clock.now();
       await this.patch(job, { state: 'running', startedAt: started.toISOString() });
       this.deps.log(`policy ${policy.name}: backing up ${source.name} to ${policy.target}`);
@@ -148,7 +149,14 @@ export class JobRunner {
           if (j) Object.assign(j, fin);
         });
         this.deps.log(`policy ${policy.name}: ${source.name} point ${point.id.slice(0, 12)} committed${partial ? ` (partial: ${point.errors.length} items skipped)` : ''}`);
-        await this.applyRetention(repo, policy, source);
+        // Interrupted after the commit (or while retention waits for its lock): the point stays
+        // committed, retention waits for the next run.
+        if (!this.jobAbort.signal.aborted) {
+          await this.applyRetention(repo, policy, source).catch((e: unknown) => {
+            if (!this.jobAbort.signal.aborted) throw e;
+          });
+        }
+        if (this.jobAbort.signal.aborted) this.deps.log(`policy ${policy.name}: retention of ${source.name} not applied - interrupted; the next run applies it`);
         return { job, point };
       } catch (e) {
         const message = describe(e);
@@ -230,11 +238,23 @@ export class JobRunner {
     }
   }
 
+  /** A job interrupted while it waited for its turn: it never ran, nothing was written. */
+  private async notStarted(policy: JobPolicy, source: JobSource, job: JobRecord): Promise<JobOutcome> {
+    const fin = this.finished(job, 'interrupted', { error: NOT_STARTED });
+    Object.assign(job, fin);
+    await this.deps.catalog.update((d) => {
+      const j = d.jobs.find((x) => x.id === job.id);
+      if (j) Object.assign(j, fin);
+    });
+    this.deps.log(`policy ${policy.name}: ${source.name} not started - interrupted`);
+    return { job };
+  }
+
   private async applyRetention(repo: Repository, policy: JobPolicy, source: JobSource): Promise<void> {
     const groups = await forgetPoints(repo, {
       filter: (p) => p.policy === policy.name && p.name === source.name,
       retention: this.deps.retention(policy),
-      lockWait: { waitMs: 30 * 60_000 },
+      lockWait: { waitMs: 30 * 60_000, signal: this.jobAbort.signal },
     });
     const removed = new Set(groups.flatMap((g) => g.remove.map((r) => r.id)));
     if (removed.size === 0) return;
@@ -331,6 +351,9 @@ export function catalogPoint(p: Point, target: string, repo: string): CatalogPoi
     ...(p.placement?.fallbackFrom ? { placement: p.placement } : {}),
   };
 }
+
+/** The error of a job that was interrupted before it started. */
+export const NOT_STARTED = 'interrupted before it started - nothing was written';
 
 function newJobId(): string {
   return randomBytes(6).toString('hex');

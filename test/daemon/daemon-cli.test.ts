@@ -6,56 +6,8 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { drctl, json, startDrctl } from '../support/cli.js';
-import { tempDir } from '../support/tmp.js';
-
-interface Env {
-  dir: string;
-  config: string;
-  state: string;
-  repo: string;
-  args: string[];
-}
-
-async function env(t: Parameters<typeof tempDir>[0], policy: Record<string, unknown>): Promise<Env> {
-  const dir = await tempDir(t);
-  const config = join(dir, 'config');
-  await mkdir(join(config, 'targets'), { recursive: true });
-  await mkdir(join(config, 'policies'), { recursive: true });
-  const repo = join(dir, 'repo');
-  await writeFile(join(config, 'targets', 'vol1.yaml'), `type: local\npath: ${repo}\n`);
-  await writeFile(join(config, 'policies', `${policy.name as string}.yaml`), Object.entries(policy).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n');
-  const state = join(dir, 'state');
-  return { dir, config, state, repo, args: ['--config', config, '--state', state] };
-}
-
-/** Collect a child's stdout and resolve when a line matches. */
-function waitFor(child: ChildProcess, re: RegExp, out: { text: string }, ms = 60_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re} in:\n${out.text}`)), ms);
-    const check = (): void => {
-      if (re.test(out.text)) {
-        clearTimeout(timer);
-        child.stdout?.off('data', check);
-        resolve();
-      }
-    };
-    child.stdout?.on('data', check);
-    check();
-  });
-}
-
-function collect(child: ChildProcess): { text: string; err: string } {
-  const out = { text: '', err: '' };
-  child.stdout?.on('data', (b: Buffer) => (out.text += b.toString()));
-  child.stderr?.on('data', (b: Buffer) => (out.err += b.toString()));
-  return out;
-}
-
-function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => child.on('close', (code) => resolve(code)));
-}
+import { collect, env, exited, waitFor } from './daemon-env.js';
 
 test('daemon: one catch-up run at start after downtime; SIGHUP with a broken file keeps the old policy; SIGTERM stops cleanly', async (t) => {
   const e = await env(t, { name: 'web', schedule: '0 */4 * * *', target: 'vol1', sources: [{ path: 'SRC' }], retention: { generations: 5 } });
@@ -79,7 +31,7 @@ test('daemon: one catch-up run at start after downtime; SIGHUP with a broken fil
   await writeFile(pfile, 'name: web\nschedule: "0 */4 * *"\ntarget: vol1\nsources: []\n');
   child.kill('SIGHUP');
   await waitFor(child, /keeping the previous version of policy web/, out);
-  await waitFor(child, /reloaded: 1 policies/, out);
+  await waitFor(child, /reloaded: 1 policy\b/, out);
 
   child.kill('SIGTERM');
   t.is(await exited(child), 0, out.err);
@@ -87,7 +39,7 @@ test('daemon: one catch-up run at start after downtime; SIGHUP with a broken fil
 
   const status = await drctl(['status', '--json', ...e.args]);
   const s = json<{ policies: { name: string; sources: { name: string; lastPoint?: { id: string }; rpo: { met: boolean; intervalSeconds: number } }[] }[]; invalidConfig: string[] }>(status);
-  t.is(status.code, 0, status.stderr);
+  t.is(status.code, 2, status.stderr); // an invalid config file: status lists it and exits 2
   t.is(s.policies.length, 0, 'the broken file is not a valid policy for one-off commands');
   t.regex(s.invalidConfig.join('\n'), /web\.yaml:2:\d+: schedule/);
 });
@@ -147,9 +99,43 @@ test('SIGTERM during a running backup: the job is abandoned, nothing half-commit
   await new Promise((r) => setTimeout(r, 300));
   child.kill('SIGTERM');
   t.is(await exited(child), 0, out.err);
+  t.regex(out.text, /stopping - abandoning 1 job\(s\) cleanly/);
   const catalog = JSON.parse(await readFile(join(e.state, 'catalog.json'), 'utf8')) as { jobs: { state: string }[] };
   t.deepEqual(catalog.jobs.map((j) => j.state), ['interrupted'], out.text);
   const check = await drctl(['check', '--target', 'vol1', ...e.args]);
   t.is(check.code, 0, check.stdout + check.stderr);
   t.deepEqual(json<unknown[]>(await drctl(['points', '--json', '--target', 'vol1', ...e.args])), []);
+});
+
+test('daemon start and SIGHUP log every problem of an invalid policy file, one per line, as policy validate lists them', async (t) => {
+  const e = await env(t, { name: 'web', schedule: '0 */4 * * *', target: 'vol1', sources: [{ path: '/srv/www' }], retention: { generations: 5 } });
+  // Three problems: no target, a 4-field schedule, a negative retention.
+  const bad = 'name: bad\nschedule: "0 */4 * *"\nsources:\n  - path: /srv/bad\nretention: { generations: -1 }\n';
+  await writeFile(join(e.config, 'policies', 'bad.yaml'), bad);
+  const problemLines = async (): Promise<string[]> => {
+    const v = await drctl(['policy', 'validate', ...e.args]);
+    t.is(v.code, 2, v.stdout + v.stderr);
+    return v.stderr.split('\n').filter((l) => /:\d+:\d+: /.test(l));
+  };
+  const atStart = await problemLines();
+  t.is(atStart.length, 3, atStart.join('\n'));
+
+  const child = startDrctl(['daemon', ...e.args]);
+  const out = collect(child);
+  await waitFor(child, /daemon started/, out);
+  t.regex(out.text, /policy file \S+bad\.yaml is invalid and not scheduled - 3 problems:/);
+  // One log line per problem, each as `drctl policy validate` prints it.
+  for (const line of atStart) t.true(out.text.includes(`Z   ${line}\n`), `missing from the log: ${line}\n${out.text}`);
+
+  // web breaks in two places; the daemon keeps its previous version and lists both.
+  await writeFile(join(e.config, 'policies', 'web.yaml'), 'name: web\nschedule: "61 * * * *"\ntarget: nowhere\nsources: [{ path: /srv/www }]\n');
+  const afterEdit = (await problemLines()).filter((l) => l.includes('web.yaml'));
+  t.true(afterEdit.length >= 2, afterEdit.join('\n'));
+  child.kill('SIGHUP');
+  await waitFor(child, /reloaded: /, out);
+  t.regex(out.text, new RegExp(`web\\.yaml is invalid, keeping the previous version of policy web - ${afterEdit.length} problems:`));
+  for (const line of afterEdit) t.true(out.text.includes(`Z   ${line}\n`), `missing from the log: ${line}\n${out.text}`);
+
+  child.kill('SIGTERM');
+  t.is(await exited(child), 0, out.err);
 });
