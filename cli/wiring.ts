@@ -115,12 +115,9 @@ export async function buildRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const badFiles = new Set(fresh.problems.map((p) => p.file));
     const kept = config.policies.filter((p) => badFiles.has(p.file) && !fresh.policies.some((q) => q.name === p.name));
     config = { ...fresh, policies: [...fresh.policies, ...kept] };
-    const firstByFile = new Map<string, string>();
-    for (const p of fresh.problems) if (!firstByFile.has(p.file)) firstByFile.set(p.file, formatProblem(p));
-    return {
-      policies: fresh.policies,
-      problems: [...firstByFile].map(([file, message]) => ({ file, message })),
-    };
+    const byFile = new Map<string, string[]>();
+    for (const p of fresh.problems) byFile.set(p.file, [...(byFile.get(p.file) ?? []), formatProblem(p)]);
+    return { policies: fresh.policies, problems: [...byFile].map(([file, messages]) => ({ file, messages })) };
   };
   const daemon = new Daemon({ clock: opts.clock, runner, catalog, schedules: cronSchedules(), load, log: opts.log });
   return {

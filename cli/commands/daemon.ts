@@ -1,6 +1,5 @@
 import { systemSleepClock } from '../../engine/runtime/index.js';
-import { acquireDaemonLock, type ProblemLine } from '../../engine/jobs/index.js';
-import { formatProblem, loadConfig } from '../../policies/index.js';
+import { acquireDaemonLock } from '../../engine/jobs/index.js';
 import type { CliContext, OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
 import { buildRuntime, stateDir, type StateOptions } from '../wiring.js';
@@ -37,7 +36,7 @@ export const daemonCommand: CommandSpec<Opts> = {
       // starts nothing.
       if (ctx.signal.aborted) stop();
       else ctx.signal.addEventListener('abort', stop, { once: true });
-      await rt.daemon.start({ allProblems: () => allProblems(config) });
+      await rt.daemon.start();
       await rt.daemon.run();
       await rt.daemon.idle();
     } finally {
@@ -49,8 +48,3 @@ export const daemonCommand: CommandSpec<Opts> = {
     return 0;
   },
 };
-
-/** Every problem of the config folder, as `drctl policy validate` prints them. */
-async function allProblems(dir: string): Promise<ProblemLine[]> {
-  return (await loadConfig(dir)).problems.map((p) => ({ file: p.file, line: formatProblem(p) }));
-}

@@ -35,22 +35,8 @@ export interface LoadedPolicy extends JobPolicy {
 
 export interface PolicyLoad {
   policies: LoadedPolicy[];
-  /** Files that did not validate, with the first problem. */
-  problems: { file: string; message: string }[];
-}
-
-/** One problem of a config file, formatted `file:line:column: field: what - fix`. */
-export interface ProblemLine {
-  file: string;
-  line: string;
-}
-
-export interface DaemonStartOptions {
-  /**
-   * Every problem of the config folder. PolicyLoad carries only the first problem of each
-   * file; with this the log lists them all, as `drctl policy validate` does.
-   */
-  allProblems?(): Promise<ProblemLine[]>;
+  /** Files that did not validate, each with every problem, formatted `file:line:column: field: what - fix`. */
+  problems: { file: string; messages: string[] }[];
 }
 
 export interface DaemonDeps {
@@ -77,7 +63,6 @@ export class Daemon {
   private wake = new AbortController();
   private stopped = false;
   private reloadWanted = false;
-  private allProblems: DaemonStartOptions['allProblems'];
 
   constructor(private readonly deps: DaemonDeps) {}
 
@@ -86,11 +71,9 @@ export class Daemon {
   }
 
   /** Load the policies and fire one catch-up run for each policy that missed runs while down. */
-  async start(opts: DaemonStartOptions = {}): Promise<void> {
-    this.allProblems = opts.allProblems;
+  async start(): Promise<void> {
     const load = await this.deps.load();
-    const problems = await this.problemLines(load);
-    for (const p of load.problems) this.logProblems(`policy file ${p.file} is invalid and not scheduled`, problems.get(p.file) ?? [p.message]);
+    for (const p of load.problems) this.logProblems(`policy file ${p.file} is invalid and not scheduled`, p.messages);
     const now = this.deps.clock.now();
     const state = (await this.deps.catalog.read()).policies;
     if (this.stopped) return; // stopped while starting: no catch-up run
@@ -266,10 +249,9 @@ export class Daemon {
     const now = this.deps.clock.now();
     const next = new Map<string, Entry>();
     const bad = new Set(load.problems.map((p) => p.file));
-    const problems = await this.problemLines(load);
     for (const p of load.problems) {
       const old = [...this.entries.values()].find((e) => e.policy.file === p.file);
-      const lines = problems.get(p.file) ?? [p.message];
+      const lines = p.messages;
       if (old) {
         this.logProblems(`reload: ${p.file} is invalid, keeping the previous version of policy ${old.policy.name}`, lines);
         next.set(old.policy.name, old);
@@ -286,18 +268,6 @@ export class Daemon {
     this.entries = next;
     await this.saveNextRuns();
     this.deps.log(`reloaded: ${next.size} polic${next.size === 1 ? 'y' : 'ies'}${added.length ? `, added ${added.join(', ')}` : ''}${removed.length ? `, removed ${removed.join(', ')}` : ''}`);
-  }
-
-  /** Every problem of each invalid file of `load`, when the caller can list them (see DaemonStartOptions). */
-  private async problemLines(load: PolicyLoad): Promise<Map<string, string[]>> {
-    const byFile = new Map<string, string[]>();
-    if (!load.problems.length || !this.allProblems) return byFile;
-    const all = await this.allProblems().catch((e: unknown) => {
-      this.deps.log(`could not list every config problem (${(e as Error).message}); showing the first of each file`);
-      return [];
-    });
-    for (const p of all) byFile.set(p.file, [...(byFile.get(p.file) ?? []), p.line]);
-    return byFile;
   }
 
   /** A headline, then one problem per line, so that each can be found by its file:line:column. */

@@ -8,7 +8,7 @@
  * this index loads the runner (p-limit, prune), ~12 ms more at start-up.
  */
 export { JobRunner, catalogPoint, type JobLimits, type JobPolicy } from './runner.js';
-export { Daemon, type DaemonStartOptions, type PolicyLoad, type ProblemLine, type Schedules } from './daemon.js';
+export { Daemon, type PolicyLoad, type Schedules } from './daemon.js';
 export { acquireDaemonLock, DaemonRunningError, type DaemonLock } from './daemon-lock.js';
 export { computeStatus } from './status.js';
 export { forgetPoints } from './forget.js';
