@@ -37,6 +37,7 @@ export const backupCommand: CommandSpec<Opts> = {
     if (opts.vm || opts.host) return runVm(ctx, opts);
     if (!!opts.image === !!opts.files) throw new UsageError('give exactly one of --image FILE, --files PATH or --vm NAME --host HOST', 'see `drctl backup --help`');
     if (opts.changedExtents && !opts.image) throw new UsageError('--changed-extents only applies to --image backups');
+    checkName(opts.name);
     const extents = opts.changedExtents ? await readExtents(opts.changedExtents) : undefined;
     startCodecPool(); // its workers start while the repository opens
     const repo = await openRepo(ctx, opts);
@@ -83,6 +84,7 @@ async function runVm(ctx: CliContext, opts: Opts): Promise<number> {
     throw new UsageError(`--quiesce must be required or preferred, got ${opts.quiesce}`);
   }
   const { openConfiguredHost } = await import('../host-option.js');
+  checkName(opts.name);
   const host = await openConfiguredHost(ctx, opts, opts.host);
   const repo = await openRepo(ctx, opts);
   const name = opts.name ?? opts.vm;
@@ -171,4 +173,16 @@ async function runPolicy(ctx: CliContext, opts: Opts, name: string): Promise<num
   for (const f of failed) ctx.stderr.write(`drctl: ${f.job.source}: ${f.job.error ?? f.job.state}\n`);
   if (failed.length === outcomes.length) return ExitCode.failed;
   return failed.length || partial.length ? ExitCode.partial : ExitCode.ok;
+}
+
+/**
+ * A point name is how people find generations again (`--name`, retention, the points table):
+ * not empty, no control characters, not starting with '-' (taken for an option), at most 200.
+ */
+function checkName(name: string | undefined): void {
+  if (name === undefined) return;
+  // eslint-disable-next-line no-control-regex
+  const why = name.trim() === '' ? 'is empty' : /[\x00-\x1f\x7f]/.test(name) ? 'holds a control character (a newline, a tab)'
+    : name.startsWith('-') ? 'starts with "-" (an option was probably meant)' : name.length > 200 ? 'is longer than 200 characters' : undefined;
+  if (why) throw new UsageError(`--name ${JSON.stringify(name)} ${why}`, 'give a short name such as web01 or home-docs; points of one name form its generations');
 }

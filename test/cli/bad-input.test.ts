@@ -275,3 +275,17 @@ test('a restore destination or repository that cannot be created (in /proc, behi
     t.true(oneLine(init.stderr).startsWith(`drctl: cannot create repository folder ${repo} - `), init.stderr);
   }
 });
+
+test('a --name that is empty, holds a newline or looks like an option is refused (exit 2) before anything is written', async (t) => {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const folder = join(dir, 'folder');
+  await mkdir(folder);
+  for (const name of ['', ' ', 'a\nb', '--json']) {
+    const r = await drctl(['backup', '--repo', repo, '--files', folder, '--name', name]);
+    t.is(r.code, 2, JSON.stringify(name));
+    t.true(oneLine(r.stderr).startsWith(`drctl: --name ${JSON.stringify(name)} `), r.stderr);
+  }
+  t.deepEqual(json<unknown[]>(await drctl(['points', '--repo', repo, '--json'])), []);
+});
