@@ -44,7 +44,17 @@ export const checkCommand: CommandSpec<Opts> = {
       if (a.items.length > 50) ctx.stderr.write(`  … and ${a.items.length - 50} more (see --json)\n`);
     }
     if (indexLost) {
-      ctx.stderr.write(`${report.unindexedPacks} pack(s) are in no index: if index files were lost or damaged, \`drctl repair index\` rebuilds the index from the packs' own headers\n`);
+      // Packs whose trailer shows damage stay out of any rebuilt index: sending the user to
+      // `repair index` for them would go in a circle.
+      const damaged = report.unindexedDamaged;
+      const rebuildable = report.unindexedPacks - damaged.length;
+      if (rebuildable > 0) {
+        ctx.stderr.write(`${rebuildable} pack(s) are in no index: if index files were lost or damaged, \`drctl repair index\` rebuilds the index from the packs' own headers (packs it names as damaged cannot be indexed)\n`);
+      }
+      for (const d of damaged) ctx.stderr.write(`pack ${d.pack.slice(0, 12)} is in no index because it is damaged: it ${d.why}\n`);
+      if (damaged.length) {
+        ctx.stderr.write(`${damaged.length} damaged pack(s) cannot be indexed, \`drctl repair index\` leaves them out too: the data of the affected points above that was in them is lost from this repository; restore those points from another copy of the repository, or use other points\n`);
+      }
     }
     ctx.stderr.write(`check found ${report.problems.length} problem(s) affecting ${report.affected.length} point(s); other points restore normally\n`);
     return ExitCode.failed;

@@ -23,12 +23,13 @@ export const pruneCommand: CommandSpec<Opts> = {
     const waitS = Number(opts.lockWait ?? 1800);
     if (!Number.isFinite(waitS) || waitS < 0) throw new UsageError(`--lock-wait ${opts.lockWait}: expected seconds (0 or more)`);
     const repo = await openRepo(ctx, opts);
-    const progress = progressLine(ctx, opts);
+    // The mark phase counts points and the repack packs, not bytes.
+    const progress = progressLine(ctx, opts, { counts: { mark: 'points', repack: 'packs' } });
     let report;
     try {
       report = await pruneRepository(repo, {
         repackThreshold: threshold / 100, dryRun: opts.dryRun, lockWaitMs: waitS * 1000, signal: ctx.signal,
-        onProgress: progress.update, log: (line) => say(ctx, opts, line),
+        onProgress: progress.update, log: progress.log,
       });
     } finally {
       progress.done();

@@ -21,6 +21,8 @@ export interface DiskBackupOptions {
   /** Guest ranges changed since `parentDisk` was taken; without it every data extent is read. */
   changedExtents?: Extent[];
   parentDisk?: DiskRecord;
+  /** Why there is no `parentDisk`, when the caller knows better than "no parent point". */
+  noParentReason?: string;
   signal?: AbortSignal;
   onProgress?: ProgressFn;
 }
@@ -38,7 +40,7 @@ const COARSE_GROWTH_MAX = 1 << 30;
 export async function backupDisk(repo: Repository, writer: BlobWriter, src: DiskSource, opts: DiskBackupOptions = {}): Promise<DiskBackupResult> {
   const chunkBytes = repo.config.imageChunkBytes;
   const nChunks = Math.ceil(src.sizeBytes / chunkBytes);
-  const incremental = planIncremental(opts, chunkBytes);
+  const incremental = planIncremental(opts, chunkBytes, src);
   // With a changed-extent list only its chunks and any growth of the disk are read: a source
   // may then skip looking up its holes, unless the disk grew by much (holes read as zeros).
   const grownBytes = src.sizeBytes - (opts.parentDisk?.sizeBytes ?? 0);
@@ -231,11 +233,19 @@ interface IncrementalPlan {
 }
 
 /** Decide whether the changed-extent list can be trusted against the parent disk. */
-function planIncremental(opts: DiskBackupOptions, chunkBytes: number): { plan?: IncrementalPlan; reason?: string } {
+function planIncremental(opts: DiskBackupOptions, chunkBytes: number, src: DiskSource): { plan?: IncrementalPlan; reason?: string } {
   if (!opts.changedExtents) return {};
   const parent = opts.parentDisk;
-  if (!parent) return { reason: 'no parent point of this name to apply the changed-extent list to' };
+  if (!parent) return { reason: opts.noParentReason ?? 'no parent point of this name to apply the changed-extent list to' };
   if (parent.chunkBytes !== chunkBytes) return { reason: `parent point uses ${parent.chunkBytes}-byte chunks` };
+  // A range past the end of both the disk and its parent fits neither: the list is most likely
+  // another disk's, and its other ranges cannot be trusted to cover this disk's changes.
+  const diskEnd = Math.max(src.sizeBytes, parent.sizeBytes);
+  const outside = opts.changedExtents.filter((e) => e.offset >= diskEnd);
+  if (outside.length) {
+    const first = outside.reduce((a, b) => (b.offset < a.offset ? b : a));
+    return { reason: `${outside.length} of its ${opts.changedExtents.length} range(s) start past the end of disk ${src.name} (${src.sizeBytes} bytes), the first at offset ${first.offset}: the list may belong to another disk` };
+  }
   const changed = [...opts.changedExtents].sort((a, b) => a.offset - b.offset);
   const parentSize = parent.sizeBytes;
   return {
@@ -278,6 +288,15 @@ export function findParentDisk(points: Point[], name: string, diskName: string):
   return undefined;
 }
 
+/** Why no point of `name` can be the parent of disk `diskName`, when points of that name exist. */
+function noParentReason(points: Point[], name: string, diskName: string): string | undefined {
+  const newest = points.filter((p) => p.name === name).at(-1);
+  if (!newest) return undefined;
+  if (newest.kind !== 'vm') return `the newest point of ${name} is a file-level point, which holds no disk`;
+  const disks = (newest.disks ?? []).map((d) => d.name);
+  return `the newest point of ${name} holds disk${disks.length === 1 ? '' : 's'} ${disks.join(', ') || 'none'}, not ${diskName} (a changed-extent list applies only to the disk it was taken of)`;
+}
+
 export interface ImageBackupOptions {
   name: string;
   /** Policy that runs this backup (recorded on the point). */
@@ -303,6 +322,7 @@ export async function backupImage(repo: Repository, path: string, opts: ImageBac
     const r = await writer.complete(backupDisk(repo, writer, src, {
       changedExtents: opts.changedExtents,
       parentDisk: parent?.disk,
+      noParentReason: parent ? undefined : noParentReason(points, opts.name, src.name),
       signal: opts.signal,
       onProgress: opts.onProgress,
     }));

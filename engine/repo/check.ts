@@ -9,6 +9,7 @@ import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import type { BlobLocation } from './index-store.js';
 import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
+import { PACK_MAGIC, PACK_MAGIC_WHOLE, PACK_TRAILER_BYTES } from './format.js';
 import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
@@ -37,6 +38,11 @@ export interface CheckReport {
   readData: boolean;
   bytesRead: number;
   unindexedPacks: number;
+  /**
+   * Packs in no index whose trailer shows them cut short or overwritten: `drctl repair index`
+   * leaves these out too (and names them), so it is no fix for the data they held.
+   */
+  unindexedDamaged: { pack: string; why: string }[];
   problems: CheckProblem[];
   affected: AffectedPoint[];
 }
@@ -69,6 +75,12 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
     problems.push({ kind: 'missing-blob', object: a.id,
       message: `point ${a.id.slice(0, 12)} (${a.name}, ${a.time}) cannot fully restore ${a.items.length} item(s): ${a.items.slice(0, 5).join('; ')}${a.items.length > 5 ? '; …' : ''}` });
   }
+  const unindexed = [...onDisk.keys()].filter((p) => !packs.indexed.has(p));
+  const unindexedDamaged: CheckReport['unindexedDamaged'] = [];
+  for (const pack of unindexed) {
+    const why = await trailerProblem(repo, pack, onDisk.get(pack) as number);
+    if (why) unindexedDamaged.push({ pack, why });
+  }
   return {
     ok: problems.length === 0,
     points: points.length,
@@ -76,7 +88,8 @@ export async function checkRepository(repo: Repository, opts: { readData?: boole
     blobs: packs.blobs,
     readData: !!opts.readData,
     bytesRead,
-    unindexedPacks: [...onDisk.keys()].filter((p) => !packs.indexed.has(p)).length,
+    unindexedPacks: unindexed.length,
+    unindexedDamaged,
     problems,
     affected,
   };
@@ -116,7 +129,10 @@ async function readPacks(repo: Repository, onDisk: Map<string, number>, totalByt
     for (const [pack, entries] of repo.index.entriesByPack()) {
       if (!onDisk.has(pack)) continue;
       yield async () => {
-        bytesRead += await readPack(repo, pack, entries, bad, problems);
+        // Up to three of these run at once: add after the await, never `bytesRead += await …`,
+        // which reads the total before the await and so loses the other jobs' bytes.
+        const n = await readPack(repo, pack, entries, bad, problems);
+        bytesRead += n;
         opts.onProgress?.({ phase: 'check', doneBytes: bytesRead, totalBytes });
       };
     }
@@ -183,6 +199,28 @@ function judgePack(pack: string, entries: [string, BlobLocation][], packOk: bool
     problems.push({ kind: 'damaged-pack', object: Keys.pack(pack),
       message: `pack ${pack.slice(0, 12)} is damaged: its header or trailer does not match its name (its ${entries.length} blobs are intact and restore through the index)` });
   }
+}
+
+/**
+ * Why a pack's trailer (its last 12 bytes: header length and magic, FORMAT.md "Packs") shows it
+ * cut short or overwritten, or undefined when it looks whole. One small read per pack in no
+ * index; a pack that reads as whole may still have a damaged header, which repair names.
+ */
+async function trailerProblem(repo: Repository, pack: string, size: number): Promise<string | undefined> {
+  if (size < PACK_TRAILER_BYTES) return `is too short to hold a header (${size} bytes)`;
+  let trailer: Buffer;
+  try {
+    trailer = await repo.target.get(Keys.pack(pack), { offset: size - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
+  } catch (e) {
+    if (e instanceof BlobNotFoundError) return undefined; // gone since the listing: prune's business
+    if (e instanceof TargetIoError && hasErrno(e, 'EIO')) return 'cannot be read (I/O error)';
+    throw e;
+  }
+  if (trailer.length < PACK_TRAILER_BYTES) return undefined;
+  const magic = trailer.subarray(4);
+  if (!magic.equals(PACK_MAGIC) && !magic.equals(PACK_MAGIC_WHOLE)) return 'has no pack trailer (truncated or overwritten)';
+  if (trailer.readUInt32LE(0) + PACK_TRAILER_BYTES > size) return 'has a header length larger than the pack (truncated or overwritten)';
+  return undefined;
 }
 
 /** Disk byte ranges of a VM point that reference unreadable chunks, merged. */

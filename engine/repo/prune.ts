@@ -132,15 +132,38 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
 async function markAllPoints(repo: Repository, opts: PruneOptions): Promise<{ points: Point[]; seen: Set<string> }> {
   const { points, damaged } = await repo.listPoints();
   if (damaged.length) {
-    throw new IntegrityError(`point file(s) ${damaged.map((d) => d.slice(0, 12)).join(', ')} are damaged, so prune cannot tell what they use - nothing was deleted; repair or remove them, then prune again`);
+    const files = damaged.map((d) => `${repo.location}/${Keys.point(d)}`).join(', ');
+    throw new IntegrityError(`prune stopped before deleting anything - point file(s) ${files} are damaged (they do not match their hash), so prune cannot tell what data they use; `
+      + `run \`drctl check\` to confirm, then move ${damaged.length === 1 ? 'that file' : 'those files'} out of points/ (this drops ${damaged.length === 1 ? 'that point' : 'those points'}) and run prune again`);
   }
   const seen = new Set(points.map((p) => p.id));
   for (const [k, p] of points.entries()) {
     throwIfAborted(opts.signal);
-    await markPoint(repo, p);
+    try {
+      await markPoint(repo, p);
+    } catch (e) {
+      throw await withLostIndexAdvice(repo, e);
+    }
     opts.onProgress?.({ phase: 'mark', doneBytes: k + 1, totalBytes: points.length });
   }
   return { points, seen };
+}
+
+/**
+ * `e` from marking a point, saying so when index files look lost or damaged (packs on the
+ * volume that no index lists, or index files that do not read): then the blob the point misses
+ * is most likely in one of those packs, and `drctl repair index` is the fix, not a restore.
+ */
+async function withLostIndexAdvice(repo: Repository, e: unknown): Promise<unknown> {
+  if (!(e instanceof IntegrityError)) return e;
+  const indexed = new Set<string>();
+  for (const [pack] of repo.index.entriesByPack()) indexed.add(pack);
+  const unindexed = [...(await repo.packSizes()).keys()].filter((p) => !indexed.has(p)).length;
+  const damagedFiles = repo.damagedIndexFiles.length;
+  if (unindexed === 0 && damagedFiles === 0) return e;
+  const why = [unindexed ? `${unindexed} pack(s) are in no index` : '', damagedFiles ? `${damagedFiles} index file(s) are damaged` : ''].filter(Boolean).join(' and ');
+  return new IntegrityError(`${e.message} - prune stopped before deleting anything: ${why}, so index files were lost or damaged; `
+    + '`drctl repair index` rebuilds the index from the packs\' own headers, then run `drctl check` and prune again', { cause: e });
 }
 
 /** Packs to delete (no live blob) and packs to repack (dead share at least `repackThreshold`). */

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type TargetDriver } from '../../targets/types.js';
-import { FORMAT_VERSION, Keys, defaultConfig, type RepoConfig } from './format.js';
+import { FORMAT_VERSION, Keys, defaultConfig, isRecord, repoConfigProblems, type RepoConfig } from './format.js';
 import { BlobIndex, decodeIndexFile } from './index-store.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
@@ -22,6 +22,13 @@ import { IntegrityError, NotARepositoryError, PointNotFoundError, RepoNotFoundEr
  * and hashing 64 KiB, and a restore of a file tree then never starts the codec workers.
  */
 const DECODE_HERE_BYTES = 64 * 1024;
+
+/**
+ * What to do about a blob a point references that no index file lists: usually index files
+ * were lost or damaged, and the packs' own headers still list it (IntegrityError's hint, "check
+ * --read-data; restore from another point", alone sends the user away from the fix).
+ */
+export const NOT_INDEXED_ADVICE = 'if index files were lost or damaged, `drctl repair index` rebuilds the index from the packs\' own headers (then run `drctl check`)';
 
 export interface RepoDeps {
   clock: Clock;
@@ -56,7 +63,11 @@ export class Repository {
     return new Repository(target, config, deps);
   }
 
-  /** Open an existing repository and load its index. */
+  /**
+   * Open an existing repository and load its index. config.json is checked field by field
+   * before anything uses it: a damaged value (a chunk size of 0, an unknown codec, an
+   * encryption this drctl does not know) fails here, exit 2, naming the field.
+   */
   static async open(target: TargetDriver, deps: RepoDeps, opts: { existsCheck?: () => Promise<boolean> } = {}): Promise<Repository> {
     let raw: Buffer;
     try {
@@ -64,17 +75,30 @@ export class Repository {
     } catch (e) {
       if (!(e instanceof BlobNotFoundError)) throw e;
       if (opts.existsCheck && !(await opts.existsCheck())) throw new RepoNotFoundError(target.location);
+      if (await hasRepositoryObjects(target)) throw damagedConfig(target, 'is missing', true);
       throw new NotARepositoryError(target.location, 'it has no config.json');
     }
-    let config: RepoConfig;
+    let parsed: unknown;
     try {
-      config = JSON.parse(raw.toString('utf8')) as RepoConfig;
+      parsed = JSON.parse(raw.toString('utf8'));
     } catch {
+      if (await hasRepositoryObjects(target)) throw damagedConfig(target, 'is not valid JSON', true);
       throw new NotARepositoryError(target.location, 'its config.json is not valid JSON');
     }
-    if (typeof config.formatVersion !== 'number') throw new NotARepositoryError(target.location, 'config.json has no formatVersion');
-    if (config.formatVersion > FORMAT_VERSION) throw new RepoVersionError(target.location, config.formatVersion, FORMAT_VERSION);
-    const repo = new Repository(target, config, deps);
+    const looksOurs = isRecord(parsed) && 'formatVersion' in parsed;
+    if (!looksOurs && !(await hasRepositoryObjects(target))) {
+      throw new NotARepositoryError(target.location, 'config.json has no formatVersion');
+    }
+    if (!isRecord(parsed)) throw damagedConfig(target, `is not a JSON object (${Array.isArray(parsed) ? 'an array' : typeof parsed})`, true);
+    const version = parsed.formatVersion;
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
+      throw damagedConfig(target, version === undefined ? 'has no formatVersion' : `is invalid - formatVersion must be ${typeof version === 'number' ? 'a whole number of at least 1' : 'a number'} (1 for this format), got ${JSON.stringify(version)}`, !looksOurs);
+    }
+    if (version > FORMAT_VERSION) throw new RepoVersionError(target.location, version, FORMAT_VERSION);
+    const problems = repoConfigProblems(parsed);
+    if (problems.length === 1) throw damagedConfig(target, `is invalid - ${problems[0]}`);
+    if (problems.length > 1) throw damagedConfig(target, `is invalid in ${problems.length} fields (listed below)\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    const repo = new Repository(target, parsed as unknown as RepoConfig, deps);
     await repo.loadIndex();
     return repo;
   }
@@ -147,13 +171,17 @@ export class Repository {
   /** Read one blob, decompress it and verify its hash. */
   async readBlob(hash: string): Promise<Buffer> {
     const loc = this.index.get(hash);
-    if (!loc) throw new IntegrityError(`blob ${hash.slice(0, 12)} is not in the index of ${this.location}`);
+    if (!loc) throw new IntegrityError(`blob ${hash.slice(0, 12)} is not in the index of ${this.location} - ${NOT_INDEXED_ADVICE}`);
     let stored: Buffer;
     try {
       stored = await this.target.get(Keys.pack(loc.pack), { offset: loc.offset, length: loc.length });
     } catch (e) {
       if (e instanceof BlobNotFoundError) throw new IntegrityError(`pack ${loc.pack.slice(0, 12)} holding blob ${hash.slice(0, 12)} is missing from ${this.location}`);
       throw e;
+    }
+    // A short read is a pack cut short; decoding what is there would only say "cannot be decompressed".
+    if (stored.length < loc.length) {
+      throw new IntegrityError(`pack ${loc.pack.slice(0, 12)} is truncated: it ends ${stored.length ? `at byte ${loc.offset + stored.length}` : `before byte ${loc.offset}`}, but blob ${hash.slice(0, 12)} is at bytes ${loc.offset}-${loc.offset + loc.length} (damaged pack)`);
     }
     return this.verifyStored(hash, stored, loc.pack, loc.codec, loc.rawLength);
   }
@@ -222,20 +250,64 @@ export class Repository {
     return { points, damaged };
   }
 
-  /** Resolve `latest`, a full id or a unique id prefix (optionally among points named `name`). */
+  /**
+   * Resolve `latest`, a full id or a unique id prefix (optionally among points named `name`).
+   * `latest` without `name` is refused when points of several names exist: the newest point of
+   * any name is rarely the one meant, and restoring the wrong machine's disk looks like success.
+   */
   async resolvePoint(spec: string, name?: string): Promise<Point> {
     const { points } = await this.listPoints();
     const pool = name ? points.filter((p) => p.name === name) : points;
+    const named = name ? ` named ${name}` : '';
     if (spec === 'latest') {
+      const names = [...new Set(pool.map((p) => p.name))].sort();
+      if (names.length > 1) {
+        const shown = names.length > 8 ? `${names.slice(0, 8).join(', ')}, …` : names.join(', ');
+        throw new UsageError(`latest is ambiguous in ${this.location}: points of ${names.length} names (${shown}) - give --name NAME`,
+          `e.g. \`--name ${names[0]}\`; \`drctl points\` lists every point`);
+      }
       const p = pool.at(-1);
-      if (!p) throw new PointNotFoundError(`no recovery point${name ? ` named ${name}` : ''} in ${this.location}`, 'list them with `drctl points`');
+      if (!p) throw new PointNotFoundError(`no recovery point${named} in ${this.location}`, 'list them with `drctl points`');
       return p;
+    }
+    if (spec.trim() === '') {
+      throw new UsageError('no point given - the point is an empty string', 'give a point id (or a unique prefix of one), or `latest --name NAME`; `drctl points` lists them');
     }
     const matches = pool.filter((p) => p.id.startsWith(spec.toLowerCase()));
     if (matches.length === 1) return matches[0] as Point;
     if (matches.length === 0) {
-      throw new PointNotFoundError(`no recovery point ${spec}${name ? ` named ${name}` : ''} in ${this.location}`, 'list them with `drctl points`');
+      throw new PointNotFoundError(`no recovery point ${spec}${named} in ${this.location}`, 'list them with `drctl points`');
     }
-    throw new PointNotFoundError(`point id prefix ${spec} is ambiguous (${matches.length} points)`, 'give more characters of the id');
+    const shown = matches.slice(-5).reverse().map((p) => `${p.id.slice(0, Math.max(12, spec.length + 4))} ${p.name} ${p.time}`).join('; ');
+    throw new PointNotFoundError(`point id prefix ${spec} is ambiguous: ${matches.length} points${named} match (${shown}${matches.length > 5 ? '; …' : ''})`,
+      'give more characters of the id');
   }
+}
+
+/** Whether the target holds a repository's objects (points, index files or packs), whatever its config.json says. */
+async function hasRepositoryObjects(target: TargetDriver): Promise<boolean> {
+  try {
+    for (const prefix of ['points/', 'index/', 'data/']) {
+      for await (const _ of target.list(prefix)) return true;
+    }
+  } catch {
+    // Not listable (a file given as --repo): not a repository, which the caller says.
+  }
+  return false;
+}
+
+/**
+ * config.json of a repository is missing or damaged. It is written once, by `drctl init`, and
+ * holds what the packs were cut and compressed with: a new one from init would not describe
+ * the data, so the only fix is the file itself from a copy of this repository. `byContent`:
+ * the folder is taken for a repository because of what else it holds.
+ */
+function damagedConfig(target: TargetDriver, what: string, byContent = false): UsageError {
+  const [head, ...details] = what.split('\n');
+  const subject = byContent
+    ? `${target.location} looks like a drctl repository (it holds points, index files or packs), but its config.json ${head}`
+    : `repository ${target.location}: config.json ${head}`;
+  return new UsageError([subject, ...details].join('\n'),
+    'put back config.json from a copy of this repository (a backup of the repository folder, or the spare node\'s copy); '
+    + '`drctl init` cannot recreate it for data already stored; nothing was changed');
 }

@@ -31,7 +31,7 @@ export function locateBlobs(repo: Repository, hashes: Iterable<string>): Map<str
   for (const h of hashes) {
     if (out.has(h)) continue;
     const loc = repo.index.get(h);
-    if (!loc) throw new IntegrityError(`blob ${h.slice(0, 12)} is not in the index of ${repo.location} - the point cannot be restored completely`);
+    if (!loc) throw new IntegrityError(`blob ${h.slice(0, 12)} is not in the index of ${repo.location} - the point cannot be restored completely; if index files were lost or damaged, \`drctl repair index\` rebuilds the index from the packs' own headers (then run \`drctl check\`)`);
     out.set(h, loc);
   }
   return out;

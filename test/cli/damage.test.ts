@@ -246,3 +246,78 @@ test('a bad sector under a pack: restore of its point fails in one line naming t
   t.true(report.problems.some((p) => p.kind === 'unreadable-pack' && p.message.includes(key.slice(-64, -52))), JSON.stringify(report.problems));
 });
 
+
+/** A VM point and a file point, each in its own index file; small, one pack each. */
+async function vmAndFilePoints(t: ExecutionContext) {
+  const dir = await tempDir(t);
+  const repo = join(dir, 'repo');
+  t.is((await drctl(['init', '--repo', repo])).code, 0);
+  const img = join(dir, 'vm.img');
+  await makeRawImage(img, 4 * MiB, [{ offset: 0, data: seededBytes('vm', 3 * MiB) }]);
+  const folder = join(dir, 'files');
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(folder);
+  await writeFile(join(folder, 'f.bin'), seededBytes('f', 100_000));
+  const vm = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--json']));
+  const files = json<{ id: string }>(await drctl(['backup', '--repo', repo, '--files', folder, '--name', 'files', '--json']));
+  return { dir, repo, img, vm, files };
+}
+
+test('index files lost: restore and prune say that `drctl repair index` rebuilds the index, not only to restore another point', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, vm, files } = await vmAndFilePoints(t);
+  const { rm } = await import('node:fs/promises');
+  for (const f of await readdir(join(repo, 'index'))) await rm(join(repo, 'index', f));
+  const packsBefore = await packFiles(repo);
+  for (const [id, to] of [[vm.id, join(dir, 'vm-out.img')], [files.id, join(dir, 'files-out')]] as const) {
+    const r = await drctl(['restore', '--repo', repo, id, '--to', to]);
+    t.is(r.code, 1, r.stderr);
+    t.regex(r.stderr, /is not in the index of .* - .*`drctl repair index` rebuilds the index from the packs' own headers \(then run `drctl check`\)/, r.stderr);
+  }
+  const prune = await drctl(['prune', '--repo', repo]);
+  t.is(prune.code, 1);
+  t.regex(prune.stderr, /prune stopped before deleting anything: 2 pack\(s\) are in no index, so index files were lost or damaged; `drctl repair index` rebuilds the index/);
+  t.deepEqual(await packFiles(repo), packsBefore, 'prune deleted nothing');
+});
+
+test('a truncated pack: restore says it is truncated; after repair index left it out, check says it is damaged instead of sending back to repair', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, vm } = await vmAndFilePoints(t);
+  const points = json<{ id: string; disks?: unknown[] }[]>(await drctl(['points', '--repo', repo, '--json']));
+  t.is(points.length, 2);
+  // The VM point's pack: the larger one.
+  const packs = await packFiles(repo);
+  const sizes = await Promise.all(packs.map(async (p) => (await stat(p)).size));
+  const victim = packs[sizes.indexOf(Math.max(...sizes))] as string;
+  const name = victim.split('/').at(-1) as string;
+  await truncate(victim, 1_000_000);
+  const r = await drctl(['restore', '--repo', repo, vm.id, '--to', join(dir, 'out.img')]);
+  t.is(r.code, 1);
+  t.regex(r.stderr, new RegExp(`pack ${name.slice(0, 12)} is truncated`));
+  t.notRegex(r.stderr, /cannot be decompressed/);
+
+  t.is((await drctl(['repair', 'index', '--repo', repo])).code, 3);
+  const check = await drctl(['check', '--repo', repo]);
+  t.is(check.code, 1);
+  t.regex(check.stderr, new RegExp(`pack ${name.slice(0, 12)} is in no index because it is damaged: it has no pack trailer \\(truncated or overwritten\\)`));
+  t.regex(check.stderr, /`drctl repair index` leaves them out too/);
+  t.notRegex(check.stderr, /pack\(s\) are in no index: if index files were lost/, 'no pack left that repair could index');
+  t.is(json<{ unindexedDamaged: { pack: string }[] }>(await drctl(['check', '--repo', repo, '--json'])).unindexedDamaged[0]?.pack, name);
+});
+
+test('prune with a damaged point file: names the file\'s path and says to move it out of points/ after check confirms', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { repo, files } = await vmAndFilePoints(t);
+  const file = join(repo, 'points', `${files.id}.json`);
+  await flipByte(file, 20);
+  const r = await drctl(['prune', '--repo', repo]);
+  t.is(r.code, 1);
+  t.true(r.stderr.includes(`point file(s) ${file} are damaged`), r.stderr);
+  t.regex(r.stderr, /prune stopped before deleting anything/);
+  t.regex(r.stderr, /run `drctl check` to confirm, then move that file out of points\/ \(this drops that point\) and run prune again/);
+  // Doing what it says lets prune run.
+  const { rename } = await import('node:fs/promises');
+  await rename(file, join(repo, '..', 'damaged-point.json'));
+  const again = await drctl(['prune', '--repo', repo]);
+  t.is(again.code, 0, again.stderr);
+});

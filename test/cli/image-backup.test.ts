@@ -199,3 +199,62 @@ test('points --json lists id, name, time and kind, newest last; latest picks by 
   const only = json<PointJson[]>(await drctl(['points', '--repo', repo, '--name', 'a', '--json']));
   t.deepEqual(only.map((p) => p.id), [a.id]);
 });
+
+test('a changed-extent list that is not valid JSON or holds a length above 2^53: exit 2, one line naming the file and why, without its content', async (t) => {
+  const { dir, repo, img } = await setup(t);
+  const bad = join(dir, 'bad.json');
+  await writeFile(bad, '[{"offset": 0,\n "length": 4096}] "secret-ish content"');
+  const r = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', bad]);
+  t.is(r.code, 2);
+  t.is(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`^drctl: cannot read changed-extent list ${bad} - not valid JSON \\([^()]*line 2, column \\d+\\) \\(give a JSON file`));
+  t.false(r.stderr.includes('secret-ish'), 'the file content is not echoed');
+  const words = join(dir, 'words.json');
+  await writeFile(words, 'offset 0 length 4096');
+  const w = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', words]);
+  t.is(w.code, 2);
+  t.regex(w.stderr, /- not valid JSON \(unexpected token 'o'\)/);
+  t.false(w.stderr.includes('length 4096'), w.stderr);
+  // V8 quotes a piece of the input in this message: left out too.
+  await writeFile(words, '[{"offset": 0, "length": 4096, "secret-ish content"}]');
+  const q = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', words]);
+  t.is(q.code, 2);
+  t.regex(q.stderr, /- not valid JSON \(unexpected token '\}'\) \(give/);
+  t.false(q.stderr.includes('content'), q.stderr);
+  const big = join(dir, 'big.json');
+  await writeFile(big, '[{"offset": 0, "length": 9007199254740993}]');
+  const b = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', big]);
+  t.is(b.code, 2);
+  t.regex(b.stderr, /entry \[0\] length is too large/);
+});
+
+test('a changed-extent list with ranges past the end of the disk: the whole disk is read, with a warning that the list may be another disk\'s', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, img } = await setup(t);
+  await backup(t, ['--repo', repo, '--image', img, '--name', 'vm']);
+  // Changed at 20 MiB, but the list (another disk's) names 0 and 1 TiB.
+  await writeAt(img, 20 * MiB, seededBytes('unlisted', 64 * 1024));
+  const extents = join(dir, 'other-disk.json');
+  await writeFile(extents, JSON.stringify([{ offset: 0, length: 4096 }, { offset: 1024 * 1024 * MiB, length: 4096 }]));
+  const p = await backup(t, ['--repo', repo, '--image', img, '--name', 'vm', '--changed-extents', extents]);
+  t.is(p.changeTracking?.mode, 'full-read');
+  t.regex(p.warnings?.join('\n') ?? '', /1 of its 2 range\(s\) start past the end of disk disk\.img \(67108864 bytes\).*may belong to another disk; the whole disk was read/);
+  const out = join(dir, 'out.img');
+  const r = await drctl(['restore', '--repo', repo, p.id, '--to', out]);
+  t.is(r.code, 0, r.stderr);
+  t.true((await readFile(out)).equals(await readFile(img)), 'the point misses a change the list did not name');
+});
+
+test('a changed-extent list for a disk the newest point of its name does not hold: the reason names both disks', async (t) => {
+  if (!requireTools(t, 'qemu-img')) return;
+  const { dir, repo, img } = await setup(t);
+  await backup(t, ['--repo', repo, '--image', img, '--name', 'ce']);
+  const big = join(dir, 'ce-big.img');
+  await makeRawImage(big, 8 * MiB, [{ offset: 0, data: seededBytes('big', 4096) }]);
+  const extents = join(dir, 'extents.json');
+  await writeFile(extents, '[{"offset": 0, "length": 4096}]');
+  const p = await backup(t, ['--repo', repo, '--image', big, '--name', 'ce', '--changed-extents', extents]);
+  t.is(p.changeTracking?.mode, 'full-read');
+  t.regex(p.changeTracking?.reason ?? '', /^the newest point of ce holds disk disk\.img, not ce-big\.img/);
+  t.notRegex(p.changeTracking?.reason ?? '', /no parent point/);
+});

@@ -11,11 +11,15 @@ import { Repository } from '../../../engine/repo/repository.js';
 import { repairIndex } from '../../../engine/repo/repair.js';
 import { Keys } from '../../../engine/repo/format.js';
 import { systemSleepClock } from '../../../engine/runtime/clock.js';
+import { shutdown } from '../../../engine/runtime/shutdown.js';
 import { localTarget } from '../../../targets/local/local-target.js';
 import type { TargetDriver } from '../../../targets/types.js';
 import { tempDir } from '../../support/tmp.js';
 
 const KiB = 1024;
+
+// The codec workers' message ports would keep this test's process alive (the CLI stops them the same way).
+test.after.always(() => shutdown());
 
 test('a pack that shrinks or disappears while repair index reads it is named and left out; the other packs are indexed', async (t) => {
   const path = join(await tempDir(t), 'repo');
