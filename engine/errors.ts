@@ -116,10 +116,13 @@ export class TargetIoError extends DrError {
 export class IntegrityError extends DrError {
   readonly code = 'INTEGRITY';
   readonly exitCode = ExitCode.failed;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, 'run `drctl check --read-data` to see every affected point; restore from another point', options);
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options?.hint ?? 'run `drctl check --read-data` to see every affected point; restore from another point', options);
   }
 }
+
+/** The hint for data a point needs that no index file lists: lost index files are rebuilt from the packs. */
+export const NOT_INDEXED_HINT = 'if index files were lost or damaged, `drctl repair index` rebuilds the index from the packs\' own headers; then `drctl check` says what is still missing';
 
 export class PointNotFoundError extends DrError {
   readonly code = 'POINT_NOT_FOUND';

@@ -162,8 +162,8 @@ async function withLostIndexAdvice(repo: Repository, e: unknown): Promise<unknow
   const damagedFiles = repo.damagedIndexFiles.length;
   if (unindexed === 0 && damagedFiles === 0) return e;
   const why = [unindexed ? `${unindexed} pack(s) are in no index` : '', damagedFiles ? `${damagedFiles} index file(s) are damaged` : ''].filter(Boolean).join(' and ');
-  return new IntegrityError(`${e.message} - prune stopped before deleting anything: ${why}, so index files were lost or damaged; `
-    + '`drctl repair index` rebuilds the index from the packs\' own headers, then run `drctl check` and prune again', { cause: e });
+  return new IntegrityError(`${e.message} - prune stopped before deleting anything: ${why}, so index files were lost or damaged`,
+    { cause: e, hint: '`drctl repair index` rebuilds the index from the packs\' own headers; then run `drctl check` and prune again' });
 }
 
 /** Packs to delete (no live blob) and packs to repack (dead share at least `repackThreshold`). */

@@ -8,7 +8,7 @@ import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import { HASH_BYTES } from './codec.js';
 import { readTree } from './tree.js';
-import { IntegrityError } from '../errors.js';
+import { IntegrityError, NOT_INDEXED_HINT } from '../errors.js';
 
 /** Called for each blob this walk marked first (prune uses it to rescue packs it meant to drop). */
 export type OnMarked = (hash: string) => void;
@@ -16,7 +16,7 @@ export type OnMarked = (hash: string) => void;
 export async function markPoint(repo: Repository, point: Point, onMarked: OnMarked = () => undefined): Promise<void> {
   const mark = (hash: string, what: string): boolean => {
     if (!repo.index.has(hash)) {
-      throw new IntegrityError(`point ${point.id.slice(0, 12)} (${point.name}, ${point.time}) references ${what} ${hash.slice(0, 12)}, which is not in the index`);
+      throw new IntegrityError(`point ${point.id.slice(0, 12)} (${point.name}, ${point.time}) references ${what} ${hash.slice(0, 12)}, which is not in the index`, { hint: NOT_INDEXED_HINT });
     }
     const first = repo.index.mark(hash);
     if (first) onMarked(hash);

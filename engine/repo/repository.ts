@@ -14,7 +14,7 @@ import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { acquireLock, type Lock, type LockKind, type LockWait } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
-import { IntegrityError, NotARepositoryError, PointNotFoundError, RepoNotFoundError, RepoVersionError, UsageError } from '../errors.js';
+import { IntegrityError, NOT_INDEXED_HINT, NotARepositoryError, PointNotFoundError, RepoNotFoundError, RepoVersionError, UsageError } from '../errors.js';
 
 /**
  * Blobs up to this size (tree blobs, small files) are decoded and verified right here: a
@@ -22,13 +22,6 @@ import { IntegrityError, NotARepositoryError, PointNotFoundError, RepoNotFoundEr
  * and hashing 64 KiB, and a restore of a file tree then never starts the codec workers.
  */
 const DECODE_HERE_BYTES = 64 * 1024;
-
-/**
- * What to do about a blob a point references that no index file lists: usually index files
- * were lost or damaged, and the packs' own headers still list it (IntegrityError's hint, "check
- * --read-data; restore from another point", alone sends the user away from the fix).
- */
-export const NOT_INDEXED_ADVICE = 'if index files were lost or damaged, `drctl repair index` rebuilds the index from the packs\' own headers (then run `drctl check`)';
 
 export interface RepoDeps {
   clock: Clock;
@@ -171,7 +164,7 @@ export class Repository {
   /** Read one blob, decompress it and verify its hash. */
   async readBlob(hash: string): Promise<Buffer> {
     const loc = this.index.get(hash);
-    if (!loc) throw new IntegrityError(`blob ${hash.slice(0, 12)} is not in the index of ${this.location} - ${NOT_INDEXED_ADVICE}`);
+    if (!loc) throw new IntegrityError(`blob ${hash.slice(0, 12)} is not in the index of ${this.location}`, { hint: NOT_INDEXED_HINT });
     let stored: Buffer;
     try {
       stored = await this.target.get(Keys.pack(loc.pack), { offset: loc.offset, length: loc.length });

@@ -11,7 +11,7 @@ import { runBounded } from '../runtime/concurrency.js';
 import { collectGarbage } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
 import type { ProgressFn } from '../progress.js';
-import { DestinationExistsError, IntegrityError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
+import { DestinationExistsError, IntegrityError, InterruptedError, NOT_INDEXED_HINT, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import { BlobNotFoundError } from '../../targets/types.js';
 
 export interface ImageRestoreOptions {
@@ -97,7 +97,8 @@ async function restoreDisk(repo: Repository, disk: DiskRecord, path: string, opt
       } catch (e) {
         const from = seg * LIST_ENTRIES_PER_BLOB * disk.chunkBytes;
         const to = Math.min(disk.sizeBytes, from + LIST_ENTRIES_PER_BLOB * disk.chunkBytes);
-        throw new IntegrityError(`the chunk list of disk ${disk.name} is unreadable (${(e as Error).message}): disk ${disk.name} bytes ${from}-${to} cannot be restored`, { cause: e });
+        throw new IntegrityError(`the chunk list of disk ${disk.name} is unreadable (${(e as Error).message}): disk ${disk.name} bytes ${from}-${to} cannot be restored`,
+          { cause: e, ...(e instanceof IntegrityError ? { hint: e.hint } : {}) });
       }
       // Planned a window at a time, so the plan's memory does not grow with the disk.
       for (let w = 0; w * HASH_BYTES < entries.length; w += PLAN_WINDOW_CHUNKS) {
@@ -141,7 +142,7 @@ function planRuns(repo: Repository, entries: Buffer, firstChunk: number): Want[]
     let w = byHash.get(hash);
     if (!w) {
       const loc = repo.index.get(hash);
-      if (!loc) throw new IntegrityError(`chunk ${hash.slice(0, 12)} (chunk ${firstChunk + j}) is not in the repository index`);
+      if (!loc) throw new IntegrityError(`chunk ${hash.slice(0, 12)} (chunk ${firstChunk + j}) is not in the index of ${repo.location}`, { hint: NOT_INDEXED_HINT });
       byHash.set(hash, (w = { hash, loc, chunks: [] }));
     }
     w.chunks.push(firstChunk + j);

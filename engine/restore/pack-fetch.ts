@@ -9,7 +9,7 @@ import pLimit from 'p-limit';
 import type { Repository } from '../repo/repository.js';
 import type { BlobLocation } from '../repo/index-store.js';
 import { Keys } from '../repo/format.js';
-import { IntegrityError, InterruptedError } from '../errors.js';
+import { IntegrityError, InterruptedError, NOT_INDEXED_HINT } from '../errors.js';
 
 /** Packs being read at once (each read holds up to MAX_RANGE_BYTES). */
 const PACKS_IN_FLIGHT = 3;
@@ -31,7 +31,7 @@ export function locateBlobs(repo: Repository, hashes: Iterable<string>): Map<str
   for (const h of hashes) {
     if (out.has(h)) continue;
     const loc = repo.index.get(h);
-    if (!loc) throw new IntegrityError(`blob ${h.slice(0, 12)} is not in the index of ${repo.location} - the point cannot be restored completely; if index files were lost or damaged, \`drctl repair index\` rebuilds the index from the packs' own headers (then run \`drctl check\`)`);
+    if (!loc) throw new IntegrityError(`blob ${h.slice(0, 12)} is not in the index of ${repo.location} - the point cannot be restored completely`, { hint: NOT_INDEXED_HINT });
     out.set(h, loc);
   }
   return out;
