@@ -95,7 +95,10 @@ async function runVm(ctx: CliContext, opts: Opts): Promise<number> {
     point = await backupVm(repo, host, {
       name, vm: opts.vm, hostName: opts.host, quiesce: (opts.quiesce as 'required' | 'preferred' | undefined) ?? 'preferred',
       clock: ctx.clock, hostname: ctx.hostname, signal: ctx.signal, onProgress: progress.update,
-      log: (line) => ctx.stderr.write(`drctl: ${line}\n`),
+      log: (line) => {
+        progress.done(); // the line goes under the progress line, not into it
+        ctx.stderr.write(`drctl: ${line}\n`);
+      },
     });
   } finally {
     progress.done();

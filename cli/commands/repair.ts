@@ -15,7 +15,7 @@ export const repairIndexCommand: CommandSpec<Opts> = {
   exitCodes: '0 rebuilt from every pack · 1 failed (the old index files stay) · 2 no repository · 3 rebuilt, but some packs could not be read (listed)',
   async run(ctx: CliContext, opts: Opts) {
     const repo = await openRepo(ctx, opts);
-    const progress = progressLine(ctx, opts);
+    const progress = progressLine(ctx, opts, { counts: { repair: 'packs' } });
     let report;
     try {
       report = await repairIndex(repo, { lockWait: cliLockWait(ctx, opts), signal: ctx.signal, onProgress: progress.update });

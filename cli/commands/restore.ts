@@ -106,7 +106,7 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
     try {
       const r = await restoreToOriginalVm(repo, point, host, {
         force: opts.force, shutdownTimeoutS: timeout, safetyPoint, signal: ctx.signal, onProgress: progress.update,
-        log: (line) => say(ctx, opts, line),
+        log: progress.log,
       });
       progress.done();
       if (opts.json) printJson(ctx, { point: point.id, ...r });

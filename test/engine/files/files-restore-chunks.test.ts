@@ -129,5 +129,7 @@ test('files restored under a setgid folder keep their recorded group, not the in
     const st = await lstat(join(dest, f));
     t.is(st.gid, process.getegid!(), `${f} keeps the group it was backed up with`);
   }
-  t.is((await lstat(dest)).gid, 4242, 'the new root itself did inherit the group (so the check is real)');
+  await mkdir(join(parent, 'probe'));
+  t.is((await lstat(join(parent, 'probe'))).gid, 4242, 'a new folder there inherits the group (so the check is real)');
+  t.is((await lstat(dest)).gid, (await lstat(src)).gid, 'DEST itself gets the group of the folder that was backed up');
 });
