@@ -14,10 +14,9 @@ import type { CliContext } from './context.js';
 // their start (a Node isolate each, ~65 ms of CPU here) overlaps it: static imports would all
 // load first. Commands start the pool themselves anyway; this only starts it earlier.
 if (movesData(process.argv.slice(2))) startCodecPool();
-const { hostname } = await import('node:os');
-const { shutdown, systemClock } = await import('../engine/runtime/index.js');
-const { main } = await import('./program.js');
 
+// Signals are caught before the rest of drctl loads (~0.3 s here): a Ctrl-C meanwhile is seen
+// by the command as an interrupt from its start, instead of ending the process with no word.
 const controller = new AbortController();
 let interrupts = 0;
 const onSignal = (): void => {
@@ -26,6 +25,12 @@ const onSignal = (): void => {
   process.stderr.write('\ndrctl: interrupting - stopping cleanly (a second Ctrl-C exits at once)\n');
   controller.abort();
 };
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
+const { hostname } = await import('node:os');
+const { shutdown, systemClock } = await import('../engine/runtime/index.js');
+const { main } = await import('./program.js');
 // `drctl points | head`: a closed pipe ends the output quietly, as Unix tools do.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
@@ -33,8 +38,6 @@ for (const stream of [process.stdout, process.stderr]) {
     throw e;
   });
 }
-process.on('SIGINT', onSignal);
-process.on('SIGTERM', onSignal);
 const ctx: CliContext = {
   stdout: process.stdout,
   stderr: process.stderr,
