@@ -88,6 +88,16 @@ export class RepositoryLockedError extends DrError {
   }
 }
 
+/** Another daemon holds the state folder (its lock is live). */
+export class DaemonRunningError extends DrError {
+  readonly code = 'DAEMON_RUNNING';
+  readonly exitCode = ExitCode.failed;
+  constructor(stateDir: string, holder: { pid: number; host: string; startedAt: string }) {
+    super(`cannot start the daemon on state folder ${stateDir} - a daemon is already running there (pid ${holder.pid} on ${holder.host}, since ${holder.startedAt})`,
+      `stop that daemon first, with SIGTERM to pid ${holder.pid} on ${holder.host}; a daemon whose process is gone does not block the next start`);
+  }
+}
+
 export class SourceError extends DrError {
   readonly code = 'SOURCE_UNREADABLE';
   readonly exitCode = ExitCode.usage;

@@ -18,17 +18,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fsp, makeDirs } from '../runtime/fs.js';
 import { HEARTBEAT_MS, isStale, type LockRecord } from '../repo/locks.js';
-import { DrError, ExitCode, UsageError, errnoCode } from '../errors.js';
+import { DaemonRunningError, DrError, UsageError, errnoCode } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
-
-export class DaemonRunningError extends DrError {
-  readonly code = 'DAEMON_RUNNING';
-  readonly exitCode = ExitCode.failed;
-  constructor(stateDir: string, holder: LockRecord) {
-    super(`cannot start the daemon on state folder ${stateDir} - a daemon is already running there (pid ${holder.pid} on ${holder.host}, since ${holder.startedAt})`,
-      `stop that daemon first, with SIGTERM to pid ${holder.pid} on ${holder.host}; a daemon whose process is gone does not block the next start`);
-  }
-}
 
 export interface DaemonLock {
   /** The stale lock of a daemon that died, which this one replaced. */

@@ -9,6 +9,6 @@
  */
 export { JobRunner, catalogPoint, type JobLimits, type JobPolicy } from './runner.js';
 export { Daemon, type PolicyLoad, type Schedules } from './daemon.js';
-export { acquireDaemonLock, DaemonRunningError, type DaemonLock } from './daemon-lock.js';
+export { acquireDaemonLock, type DaemonLock } from './daemon-lock.js';
 export { computeStatus } from './status.js';
 export { forgetPoints } from './forget.js';
