@@ -4,11 +4,12 @@
  * `attach` keeps the volume attached until `detach`; jobs attach and detach on their own.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import { readdir, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { displayPath, loadConfig, type TargetConfig } from '../../policies/config.js';
-import { ExitCode, UsageError, errnoCode } from '../../engine/errors.js';
-import { FORMAT_VERSION, Keys } from '../../engine/repo/index.js';
+import { ExitCode, UsageError, errnoCode, isDrError } from '../../engine/errors.js';
+import { Keys, Repository } from '../../engine/repo/index.js';
+import { openLocalTarget } from '../../targets/index.js';
 import { execFile } from '../../engine/runtime/index.js';
 import {
   acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, probePortal, withBlockDevice,
@@ -135,7 +136,7 @@ async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Pr
   }
   if (!st.isDirectory()) return { ok: false, problems: [`${path} is not a folder - set path: to the folder that holds (or will hold) the repository`] };
   const out: LocalCheck = { ok: false, problems: [] };
-  await inspectRepository(path, t.name, out);
+  await inspectRepository(path, out);
   await probeWrite(path, out);
   const s = await space(path).catch(() => undefined);
   if (s) Object.assign(out, { freeBytes: s.freeBytes, sizeBytes: s.sizeBytes });
@@ -143,7 +144,7 @@ async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Pr
   return out;
 }
 
-async function inspectRepository(path: string, name: string, out: LocalCheck): Promise<void> {
+async function inspectRepository(path: string, out: LocalCheck): Promise<void> {
   let names: string[];
   try {
     // The runner's "empty" ignores the same two: temp files of writes, and ext4's lost+found.
@@ -160,14 +161,13 @@ async function inspectRepository(path: string, name: string, out: LocalCheck): P
     out.problems.push(`${path} holds other files but no drctl repository (no ${Keys.config}) - point path: at the repository's folder, or at an empty or new folder`);
     return;
   }
-  const version = await readFile(join(path, Keys.config), 'utf8').then((text) => (JSON.parse(text) as { formatVersion?: unknown }).formatVersion, () => undefined);
-  if (typeof version !== 'number') {
-    out.problems.push(`${path}/${Keys.config} is damaged (not a repository config) - run \`drctl check --target ${name}\`; restore that file from a copy of the repository`);
-  } else if (version > FORMAT_VERSION) {
-    out.problems.push(`${path} holds a repository of format ${version}; this drctl reads up to ${FORMAT_VERSION} - upgrade drctl`);
-  } else {
+  try {
+    out.formatVersion = (await Repository.readConfig(await openLocalTarget(path))).formatVersion;
     out.repository = 'ok';
-    out.formatVersion = version;
+  } catch (e) {
+    // The same check every command makes when it opens the repository, and its advice.
+    if (!isDrError(e)) throw e;
+    out.problems.push(`${e.message.split('\n').join('; ')}${e.hint ? ` - ${e.hint}` : ''}`);
   }
 }
 

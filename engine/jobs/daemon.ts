@@ -251,11 +251,10 @@ export class Daemon {
     const bad = new Set(load.problems.map((p) => p.file));
     for (const p of load.problems) {
       const old = [...this.entries.values()].find((e) => e.policy.file === p.file);
-      const lines = p.messages;
       if (old) {
-        this.logProblems(`reload: ${p.file} is invalid, keeping the previous version of policy ${old.policy.name}`, lines);
+        this.logProblems(`reload: ${p.file} is invalid, keeping the previous version of policy ${old.policy.name}`, p.messages);
         next.set(old.policy.name, old);
-      } else this.logProblems(`reload: ${p.file} is invalid and not scheduled`, lines);
+      } else this.logProblems(`reload: ${p.file} is invalid and not scheduled`, p.messages);
     }
     for (const policy of load.policies) {
       if (bad.has(policy.file)) continue;

@@ -9,7 +9,7 @@ import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import type { BlobLocation } from './index-store.js';
 import { HASH_BYTES, LIST_ENTRIES_PER_BLOB, Keys } from './index.js';
-import { PACK_MAGIC, PACK_MAGIC_WHOLE, PACK_TRAILER_BYTES } from './format.js';
+import { PACK_MAGIC, PACK_MAGIC_WHOLE, PACK_TRAILER_BYTES, packSizeProblem } from './format.js';
 import { runBounded } from '../runtime/concurrency.js';
 import { codecPool } from './codec-pool.js';
 import type { ProgressFn } from '../progress.js';
@@ -207,7 +207,8 @@ function judgePack(pack: string, entries: [string, BlobLocation][], packOk: bool
  * index; a pack that reads as whole may still have a damaged header, which repair names.
  */
 async function trailerProblem(repo: Repository, pack: string, size: number): Promise<string | undefined> {
-  if (size < PACK_TRAILER_BYTES) return `is too short to hold a header (${size} bytes)`;
+  const bySize = packSizeProblem(size);
+  if (bySize) return bySize;
   let trailer: Buffer;
   try {
     trailer = await repo.target.get(Keys.pack(pack), { offset: size - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
@@ -219,8 +220,7 @@ async function trailerProblem(repo: Repository, pack: string, size: number): Pro
   if (trailer.length < PACK_TRAILER_BYTES) return undefined;
   const magic = trailer.subarray(4);
   if (!magic.equals(PACK_MAGIC) && !magic.equals(PACK_MAGIC_WHOLE)) return 'has no pack trailer (truncated or overwritten)';
-  if (trailer.readUInt32LE(0) + PACK_TRAILER_BYTES > size) return 'has a header length larger than the pack (truncated or overwritten)';
-  return undefined;
+  return packSizeProblem(size, trailer.readUInt32LE(0));
 }
 
 /** Disk byte ranges of a VM point that reference unreadable chunks, merged. */

@@ -123,3 +123,13 @@ export const Keys = {
 export const PACK_MAGIC = Buffer.from('DRCTLPK2', 'ascii');
 export const PACK_MAGIC_WHOLE = Buffer.from('DRCTLPK1', 'ascii');
 export const PACK_TRAILER_BYTES = 4 + PACK_MAGIC.length;
+
+/**
+ * Why a pack of `size` bytes cannot be whole, by its size and (once read) the header length its
+ * trailer gives; undefined when these fit. Shared by check and repair index, which say the same.
+ */
+export function packSizeProblem(size: number, headerBytes?: number): string | undefined {
+  if (size < PACK_TRAILER_BYTES) return `is too short to hold a header (${size} bytes)`;
+  if (headerBytes !== undefined && headerBytes + PACK_TRAILER_BYTES > size) return 'has a header length larger than the pack (truncated or overwritten)';
+  return undefined;
+}

@@ -13,7 +13,7 @@
  */
 import type { Repository } from './repository.js';
 import type { LockWait } from './locks.js';
-import { Keys, PACK_MAGIC, PACK_TRAILER_BYTES } from './format.js';
+import { Keys, PACK_MAGIC, PACK_TRAILER_BYTES, packSizeProblem } from './format.js';
 import { CompactEntries } from './index-store.js';
 import { replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { packIdOfTail, readPackHeader, type BlobEntry } from './pack.js';
@@ -78,11 +78,14 @@ export async function repairIndex(repo: Repository, opts: RepairIndexOptions = {
 /** The blobs a pack's header lists, or why they cannot be trusted. */
 async function packEntries(repo: Repository, id: string, size: number): Promise<CompactEntries | string> {
   const key = Keys.pack(id);
-  if (size < PACK_TRAILER_BYTES) return `is too short to hold a header (${size} bytes)`;
+  const bySize = packSizeProblem(size);
+  if (bySize) return bySize;
   let end = await readEnd(repo, key, size, Math.min(size, TAIL_GUESS_BYTES));
   if (typeof end === 'string') return end;
-  const tailBytes = end.readUInt32LE(end.length - PACK_TRAILER_BYTES) + PACK_TRAILER_BYTES;
-  if (tailBytes > size) return 'has a header length larger than the pack (truncated or overwritten)';
+  const headerBytes = end.readUInt32LE(end.length - PACK_TRAILER_BYTES);
+  const byHeader = packSizeProblem(size, headerBytes);
+  if (byHeader) return byHeader;
+  const tailBytes = headerBytes + PACK_TRAILER_BYTES;
   if (tailBytes > end.length) end = await readEnd(repo, key, size, tailBytes);
   if (typeof end === 'string') return end;
   const tail = end.subarray(end.length - tailBytes);

@@ -56,12 +56,20 @@ export class Repository {
     return new Repository(target, config, deps);
   }
 
-  /**
-   * Open an existing repository and load its index. config.json is checked field by field
-   * before anything uses it: a damaged value (a chunk size of 0, an unknown codec, an
-   * encryption this drctl does not know) fails here, exit 2, naming the field.
-   */
+  /** Open an existing repository (its config.json checked by readConfig) and load its index. */
   static async open(target: TargetDriver, deps: RepoDeps, opts: { existsCheck?: () => Promise<boolean> } = {}): Promise<Repository> {
+    const repo = new Repository(target, await Repository.readConfig(target, opts), deps);
+    await repo.loadIndex();
+    return repo;
+  }
+
+  /**
+   * The repository's config.json, checked field by field before anything uses it: a damaged
+   * value (a chunk size of 0, an unknown codec, an encryption this drctl does not know) fails
+   * here, exit 2, naming the field. Reads nothing else (`drctl target test` checks a target
+   * with it without loading the index).
+   */
+  static async readConfig(target: TargetDriver, opts: { existsCheck?: () => Promise<boolean> } = {}): Promise<RepoConfig> {
     let raw: Buffer;
     try {
       raw = await target.get(Keys.config);
@@ -91,9 +99,7 @@ export class Repository {
     const problems = repoConfigProblems(parsed);
     if (problems.length === 1) throw damagedConfig(target, `is invalid - ${problems[0]}`);
     if (problems.length > 1) throw damagedConfig(target, `is invalid in ${problems.length} fields (listed below)\n${problems.map((p) => `  ${p}`).join('\n')}`);
-    const repo = new Repository(target, parsed as unknown as RepoConfig, deps);
-    await repo.loadIndex();
-    return repo;
+    return parsed as unknown as RepoConfig;
   }
 
   /**
