@@ -152,14 +152,14 @@ test.serial('a backup running during prune is not blocked; prune waits for it an
   if (!requireTools(t, 'qemu-img') || !ready) return;
   const repo = await copyOfTemplate(t);
   const dir = await tempDir(t, 'drctl-prune-big-');
-  // A long backup whose first 40 MiB are generation 0 (forgotten: its packs are prune's to
-  // drop), followed by 768 MiB of new chunks so it outlasts prune's first phase by seconds
-  // (each 256 KiB chunk of a random block made unique by its number).
+  // A backup whose first 40 MiB are generation 0 (forgotten: its packs are prune's to drop),
+  // followed by 64 MiB of new chunks (each 256 KiB chunk of a random block made unique by its
+  // number).
   const big = join(dir, 'big.img');
   await cp(gen0Image, big);
   const fh = await open(big, 'a');
   const block = seededBytes('big', 16 * MiB);
-  for (let k = 0; k < 48; k++) {
+  for (let k = 0; k < 4; k++) {
     for (let at = 0; at < block.length; at += 256 * 1024) block.writeUInt32LE(k, at);
     await fh.write(block);
   }
@@ -172,15 +172,32 @@ test.serial('a backup running during prune is not blocked; prune waits for it an
   backup.stdout?.on('data', (b: Buffer) => bOut.push(b));
   backup.stderr?.on('data', (b: Buffer) => bErr.push(b));
   const backupDone = new Promise<number>((res) => backup.on('close', (code) => res(code ?? 1)));
-  // Start prune once the backup holds its lock.
+  // Once the backup holds its lock, freeze it (SIGSTOP: a live process, so its lock is not
+  // stale) until prune says it waits for it. Whatever the machine's speed, the backup is then
+  // still running when prune reaches its final step - the case under test.
   for (let k = 0; k < 200 && (await readdir(join(repo, 'locks'))).length === 0; k++) await new Promise((r) => setTimeout(r, 25));
+  backup.kill('SIGSTOP');
   const tPrune = Date.now();
-  const prune = await drctl(['prune', '--repo', repo, '--repack-threshold', '10']);
+  const pruneProc = startDrctl(['prune', '--repo', repo, '--repack-threshold', '10']);
+  let pruneOut = '';
+  let resumed = false;
+  const resume = (): void => {
+    if (!resumed) backup.kill('SIGCONT');
+    resumed = true;
+  };
+  const onPruneOutput = (b: Buffer): void => {
+    pruneOut += b.toString();
+    if (/waiting for `drctl backup/.test(pruneOut)) resume();
+  };
+  pruneProc.stdout?.on('data', onPruneOutput);
+  pruneProc.stderr?.on('data', onPruneOutput);
+  const pruneCode = await new Promise<number>((res) => pruneProc.on('close', (code) => res(code ?? 1)));
+  resume();
   const backupCode = await backupDone;
   t.is(backupCode, 0, Buffer.concat(bErr).toString());
-  t.is(prune.code, 0, prune.stderr);
-  t.regex(prune.stdout + prune.stderr, /waiting for `drctl backup/, 'prune waited for the backup before its final step');
-  t.regex(prune.stdout + prune.stderr, /[1-9]\d* kept for backups that ran meanwhile/, 'packs the backup reused were kept');
+  t.is(pruneCode, 0, pruneOut);
+  t.regex(pruneOut, /waiting for `drctl backup/, 'prune waited for the backup before its final step');
+  t.regex(pruneOut, /[1-9]\d* kept for backups that ran meanwhile/, 'packs the backup reused were kept');
   t.log(`prune took ${Date.now() - tPrune} ms alongside the backup`);
   const point = json<PointJson>({ code: 0, stdout: Buffer.concat(bOut).toString(), stderr: '' });
 
