@@ -9,7 +9,8 @@ import { encode, hashOwned } from './codec.js';
 import { packTail, type BlobEntry } from './pack.js';
 import { PackStream, SegmentPool } from './pack-buffer.js';
 import { codecPool } from './codec-pool.js';
-import { CompactEntries, encodeIndexFile, type BlobIndex } from './index-store.js';
+import type { BlobIndex } from './index-store.js';
+import { CompactEntries, encodeIndexFile } from './index-codec.js';
 import type { TargetDriver } from '../../targets/types.js';
 
 export interface WriteStats {

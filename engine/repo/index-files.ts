@@ -7,7 +7,7 @@
  */
 import type { Repository } from './repository.js';
 import { Keys } from './format.js';
-import { encodeIndexFile, type CompactEntries } from './index-store.js';
+import { encodeIndexFile, type CompactEntries } from './index-codec.js';
 import { BlobNotFoundError } from '../../targets/types.js';
 
 /** A pack as an index file lists it. */

@@ -20,7 +20,7 @@
 import type { Repository } from './repository.js';
 import type { Point } from './point.js';
 import { Keys } from './format.js';
-import { decodeIndexFile, type CompactEntries } from './index-store.js';
+import { decodeIndexFile, type CompactEntries } from './index-codec.js';
 import { removeIfThere, replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { markPoint } from './reachable.js';
 import { codecPool } from './codec-pool.js';

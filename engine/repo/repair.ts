@@ -14,7 +14,7 @@
 import type { Repository } from './repository.js';
 import type { LockWait } from './locks.js';
 import { Keys, PACK_MAGIC, PACK_TRAILER_BYTES, packSizeProblem } from './format.js';
-import { CompactEntries } from './index-store.js';
+import { CompactEntries } from './index-codec.js';
 import { replaceIndexFiles, type IndexedPack } from './index-files.js';
 import { packIdOfTail, readPackHeader, type BlobEntry } from './pack.js';
 import type { ProgressFn } from '../progress.js';

@@ -5,7 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { BlobNotFoundError, type TargetDriver } from '../../targets/types.js';
 import { FORMAT_VERSION, Keys, defaultConfig, isRecord, repoConfigProblems, type RepoConfig } from './format.js';
-import { BlobIndex, decodeIndexFile } from './index-store.js';
+import { BlobIndex } from './index-store.js';
+import { decodeIndexFile } from './index-codec.js';
 import { BlobWriter } from './blob-writer.js';
 import { decodeVerified, hashHex } from './codec.js';
 import { decodeVerifiedSync } from './codec-sync.js';

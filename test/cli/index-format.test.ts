@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { compress, decompress } from 'zstd-napi';
-import { decodeIndexFile } from '../../engine/repo/index-store.js';
+import { decodeIndexFile } from '../../engine/repo/index-codec.js';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';

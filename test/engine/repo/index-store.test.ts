@@ -6,7 +6,8 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { compress, decompress } from 'zstd-napi';
-import { BlobIndex, CompactEntries, decodeIndexFile, encodeIndexFile } from '../../../engine/repo/index-store.js';
+import { BlobIndex } from '../../../engine/repo/index-store.js';
+import { CompactEntries, decodeIndexFile, encodeIndexFile } from '../../../engine/repo/index-codec.js';
 import type { BlobEntry } from '../../../engine/repo/pack.js';
 
 const hashOf = (n: number): string => createHash('sha256').update(`blob ${n}`).digest('hex');
