@@ -7,12 +7,16 @@
  * day, hour and minute fields node-cron's `parse` allows, and confirm those with `match`.
  *
  * node-cron semantics worth knowing: day-of-month and day-of-week must BOTH match (classic cron
- * takes either); in a DST zone a time in the skipped spring hour never matches and a time in
- * the repeated autumn hour matches twice.
+ * takes either). Daylight saving time is handled as cron (Vixie cron, cronie) does, which
+ * node-cron's own matcher does not: a schedule with a fixed minute and hour ("30 2 * * *")
+ * runs once on change days - a time in the skipped spring hour runs at the first minute after
+ * the jump (03:00), a time in the repeated autumn hour only the first time. A schedule with *
+ * in its minute or hour field ("0 *\/4 * * *", "*\/20 * * * *") follows the clock: a skipped
+ * time does not run, a repeated one runs twice.
  */
 import { createTask, parse, validateDetailed, type ParsedFields, type ScheduledTask } from 'node-cron';
 import { ConfigError } from '../engine/errors.js';
-import { ZoneOffsets, timeZoneProblem } from './zone.js';
+import { ZoneOffsets, timeZoneProblem, type OffsetChange } from './zone.js';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
@@ -80,6 +84,10 @@ export class CronSchedule {
     private readonly task: ScheduledTask,
     private readonly filter: Prefilter,
     private readonly offsets: ZoneOffsets,
+    /** A fixed minute and hour: runs once on DST change days (see the top of this file). */
+    private readonly fixedTime: boolean,
+    /** The same expression in UTC: tells whether a wall-clock time (given as a UTC Date) matches, even one the zone skips. */
+    private readonly wallTask: ScheduledTask,
   ) {}
 
   static parse(expr: string, timezone: string): CronSchedule {
@@ -87,16 +95,21 @@ export class CronSchedule {
     if (p) throw new ConfigError(`schedule ${p.message}`, [], p.fix);
     const z = timeZoneProblem(timezone);
     if (z) throw new ConfigError(z.message, [], z.fix);
-    const task = createTask(expr, () => undefined, { timezone });
-    // createTask also registers the task in node-cron's process-wide list; this one never runs,
-    // so take it out again. match() keeps working: it only reads the parsed pattern.
-    void task.destroy();
-    return new CronSchedule(expr, timezone, task, prefilter(parse(expr)), new ZoneOffsets(timezone));
+    const matcher = (tz: string): ScheduledTask => {
+      const task = createTask(expr, () => undefined, { timezone: tz });
+      // createTask also registers the task in node-cron's process-wide list; this one never
+      // runs, so take it out again. match() keeps working: it only reads the parsed pattern.
+      void task.destroy();
+      return task;
+    };
+    return new CronSchedule(expr, timezone, matcher(timezone), prefilter(parse(expr)), new ZoneOffsets(timezone), isFixedTime(expr), matcher('UTC'));
   }
 
-  /** Does the minute containing `d` match? */
+  /** Does the schedule run in the minute containing `d`? */
   matches(d: Date): boolean {
-    return this.task.match(new Date(Math.floor(d.getTime() / MINUTE_MS) * MINUTE_MS));
+    const ms = Math.floor(d.getTime() / MINUTE_MS) * MINUTE_MS;
+    if (!this.fixedTime) return this.task.match(new Date(ms));
+    return (this.task.match(new Date(ms)) && !this.isRepeat(ms)) || this.gapRun(ms, ms, 1) !== undefined;
   }
 
   /** First matching minute strictly after `after`. Throws when there is none within 8 years. */
@@ -114,8 +127,58 @@ export class CronSchedule {
     return this.nextBefore(after, new Date((startHour + SEARCH_HOURS) * HOUR_MS));
   }
 
-  /** First matching minute strictly after `after` and strictly before `before`, or undefined. */
+  /** First run strictly after `after` and strictly before `before`, or undefined. */
   nextBefore(after: Date, before: Date): Date | undefined {
+    let from = after;
+    for (;;) {
+      const found = this.matchAfter(from, before);
+      if (!this.fixedTime) return found;
+      const lo = Math.floor(from.getTime() / MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+      const gap = this.gapRun(lo, found ? found.getTime() : before.getTime() - 1, 1);
+      if (gap !== undefined) return new Date(gap);
+      if (!found || !this.isRepeat(found.getTime())) return found;
+      from = found;
+    }
+  }
+
+  /** Latest run in [notBefore, atOrBefore], or undefined. */
+  prev(atOrBefore: Date, notBefore: Date): Date | undefined {
+    let upTo = atOrBefore;
+    for (;;) {
+      const found = this.matchBefore(upTo, notBefore);
+      if (!this.fixedTime) return found;
+      const lo = found ? found.getTime() : Math.ceil(notBefore.getTime() / MINUTE_MS) * MINUTE_MS;
+      const gap = this.gapRun(lo, upTo.getTime(), -1);
+      if (gap !== undefined) return new Date(gap);
+      if (!found || !this.isRepeat(found.getTime())) return found;
+      upTo = new Date(found.getTime() - MINUTE_MS);
+    }
+  }
+
+  /**
+   * The first (dir 1) or last (dir -1) run in [lo, hi] that a spring-forward jump gives a
+   * fixed-time schedule: the first minute after the jump, when a skipped wall-clock minute matches.
+   */
+  private gapRun(lo: number, hi: number, dir: 1 | -1): number | undefined {
+    const jumps = this.offsets.changes(lo, hi + 1).filter((c) => c.after > c.before && this.skipsMatch(c));
+    return (dir === 1 ? jumps[0] : jumps.at(-1))?.at;
+  }
+
+  /** Does a wall-clock minute the change skips match? */
+  private skipsMatch(c: OffsetChange): boolean {
+    for (let wall = c.at + c.before * MINUTE_MS; wall < c.at + c.after * MINUTE_MS; wall += MINUTE_MS) {
+      if (this.wallTask.match(new Date(wall))) return true;
+    }
+    return false;
+  }
+
+  /** Is `ms` in the repeated hour after a fall-back change, when its wall-clock time has happened once already? */
+  private isRepeat(ms: number): boolean {
+    return this.offsets.changes(ms - DAY_MS, ms + 1).some((c) => c.after < c.before && ms < c.at + (c.before - c.after) * MINUTE_MS);
+  }
+
+  /** First matching minute (node-cron's match) strictly after `after` and strictly before `before`, or undefined. */
+  private matchAfter(after: Date, before: Date): Date | undefined {
     const first = Math.floor(after.getTime() / MINUTE_MS) * MINUTE_MS + MINUTE_MS;
     const hi = before.getTime() - 1;
     const startHour = Math.floor(first / HOUR_MS);
@@ -132,8 +195,8 @@ export class CronSchedule {
     return undefined;
   }
 
-  /** Latest matching minute in [notBefore, atOrBefore], or undefined. */
-  prev(atOrBefore: Date, notBefore: Date): Date | undefined {
+  /** Latest matching minute (node-cron's match) in [notBefore, atOrBefore], or undefined. */
+  private matchBefore(atOrBefore: Date, notBefore: Date): Date | undefined {
     const last = Math.floor(atOrBefore.getTime() / MINUTE_MS) * MINUTE_MS;
     const lo = Math.ceil(notBefore.getTime() / MINUTE_MS) * MINUTE_MS;
     const loHour = Math.floor(lo / HOUR_MS);
@@ -212,6 +275,17 @@ export class CronSchedule {
     }
     return out;
   }
+}
+
+/**
+ * A fixed minute and hour, as cron decides it: neither field starts with * ("30 2 * * *",
+ * "0 1,13 * * *", @daily), as opposed to "0 *\/4 * * *" or @hourly.
+ */
+function isFixedTime(expr: string): boolean {
+  const text = expr.trim();
+  if (text.startsWith('@')) return text.toLowerCase() !== '@hourly';
+  const [minute = '*', hour = '*'] = text.split(/\s+/);
+  return !minute.startsWith('*') && !hour.startsWith('*');
 }
 
 function prefilter(fields: ParsedFields): Prefilter {

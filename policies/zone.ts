@@ -5,8 +5,17 @@
  */
 import { closest } from './suggest.js';
 
+const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const DAY_HOURS = 24;
+const DAY_MS = DAY_HOURS * HOUR_MS;
+
+/** A change of a zone's UTC offset: from `at` (a UTC instant, ms) on, `after` replaces `before` (minutes). */
+export interface OffsetChange {
+  at: number;
+  before: number;
+  after: number;
+}
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
 /** Formats an instant as "1/2/2026, GMT+05:30": the offset is all we read from it. */
@@ -56,6 +65,7 @@ function offsetAt(timeZone: string, ms: number): number {
 export class ZoneOffsets {
   private readonly byDay = new Map<number, number | number[]>();
   private readonly atMidnight = new Map<number, number>();
+  private readonly changesByDay = new Map<number, OffsetChange[]>();
   constructor(readonly timeZone: string) {}
 
   /** The offset in minutes during UTC hour `hour` (ms / 3.6e6), or undefined when it changes within that hour. */
@@ -74,6 +84,43 @@ export class ZoneOffsets {
     return typeof v === 'number' ? [v, v] : [Math.min(...v), Math.max(...v)];
   }
 
+  /**
+   * The offset changes (DST) in [fromMs, toMs): `at` is the first UTC minute with the new
+   * offset, `before` and `after` the offsets in minutes on either side.
+   */
+  changes(fromMs: number, toMs: number): OffsetChange[] {
+    const out: OffsetChange[] = [];
+    for (let day = Math.floor(fromMs / DAY_MS); day * DAY_MS < toMs; day++) {
+      for (const c of this.changesOn(day)) if (c.at >= fromMs && c.at < toMs) out.push(c);
+    }
+    return out;
+  }
+
+  private changesOn(day: number): OffsetChange[] {
+    const v = this.day(day);
+    if (typeof v === 'number') return [];
+    let found = this.changesByDay.get(day);
+    if (!found) {
+      found = [];
+      for (let h = 0; h < DAY_HOURS; h++) {
+        const before = v[h] as number;
+        if (before === v[h + 1]) continue;
+        // First minute k in (0, 60] of hour h with the new offset (k = 60: the next hour's start).
+        const start = (day * DAY_HOURS + h) * HOUR_MS;
+        let lo = 1;
+        let hi = 60;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (offsetAt(this.timeZone, start + mid * MINUTE_MS) !== before) hi = mid;
+          else lo = mid + 1;
+        }
+        found.push({ at: start + lo * MINUTE_MS, before, after: v[h + 1] as number });
+      }
+      this.changesByDay.set(day, found);
+    }
+    return found;
+  }
+
   /** The offset at one UTC minute, uncached: for the few hours in which the offset changes. */
   minuteOffset(ms: number): number {
     return offsetAt(this.timeZone, ms);
@@ -85,6 +132,7 @@ export class ZoneOffsets {
       if (this.byDay.size > 100_000) {
         this.byDay.clear();
         this.atMidnight.clear();
+        this.changesByDay.clear();
       }
       const start = this.midnight(day);
       const end = this.midnight(day + 1);

@@ -1,6 +1,9 @@
 /**
- * CronSchedule against node-cron's own matcher: whatever next()/prev() return must satisfy
- * task.match, and no minute between the query and the answer may (checked by brute force).
+ * CronSchedule against a brute-force oracle built on node-cron's own matcher and Intl:
+ * whatever next()/prev() return must be a run, and no minute between the query and the answer
+ * may be. A run is a minute node-cron matches, except that a schedule with a fixed minute and
+ * hour keeps cron's DST rules: a skipped wall-clock time runs at the first minute after the
+ * jump, a repeated one only the first time.
  */
 import test from 'ava';
 import { createTask, type ScheduledTask } from 'node-cron';
@@ -43,11 +46,49 @@ function transitions2026(timeZone: string): Date[] {
   return out;
 }
 
+/** UTC offset in minutes, cached per UTC hour when the hour's ends agree (Intl is slow). */
+function offsets(timeZone: string): (ms: number) => number {
+  const f = new Intl.DateTimeFormat('en-US', { timeZone, timeZoneName: 'longOffset' });
+  const exact = (ms: number): number => {
+    const m = /GMT(?:([+-])(\d{2}):(\d{2}))?$/.exec(f.format(ms));
+    return m?.[1] ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) : 0;
+  };
+  const hours = new Map<number, number | undefined>();
+  return (ms) => {
+    const h = Math.floor(ms / 3_600_000);
+    if (!hours.has(h)) {
+      const a = exact(h * 3_600_000);
+      hours.set(h, a === exact((h + 1) * 3_600_000) ? a : undefined);
+    }
+    return hours.get(h) ?? exact(ms);
+  };
+}
+
+/** Does the schedule run in minute `m`? Brute force, independent of CronSchedule. */
+function oracle(expr: string, timezone: string): (m: number) => boolean {
+  const task = matcher(expr, timezone);
+  const wall = matcher(expr, 'UTC');
+  const off = offsets(timezone);
+  const [minute = '*', hour = '*'] = expr.split(' ');
+  if (minute.startsWith('*') || hour.startsWith('*')) return (m) => task.match(new Date(m));
+  return (m) => {
+    const o = off(m);
+    const before = off(m - MIN);
+    // The first minute after a jump: runs when a wall-clock minute the jump skipped matches.
+    for (let w = m - MIN + before * MIN + MIN; w < m + o * MIN; w += MIN) if (wall.match(new Date(w))) return true;
+    if (!task.match(new Date(m))) return false;
+    // A repeated wall-clock time: the same wall time k minutes earlier.
+    if (off(m - 3 * 3_600_000) === o) return true;
+    for (let k = 1; k <= 180; k++) if (off(m - k * MIN) === o + k) return false;
+    return true;
+  };
+}
+
 const EXPRESSIONS = ['0 */4 * * *', '*/20 * * * *', '30 2 * * *', '0 1 * * *', '5 1,13 * * 1-5', '45 23 * * *', '0 */3 * * 0,6'];
 const ZONES = ['UTC', 'Europe/Berlin', 'America/New_York', 'Asia/Kolkata', 'Asia/Tokyo', 'Australia/Lord_Howe', 'America/St_Johns'];
 
 for (const timezone of ZONES) {
-  test(`next() and prev() agree with node-cron's match in ${timezone}`, (t) => {
+  test(`next() and prev() agree with node-cron's match and cron's DST rules in ${timezone}`, (t) => {
     const rnd = random(ZONES.indexOf(timezone) + 1);
     // Random instants, plus instants just before each DST change (the hard cases).
     const starts = Array.from({ length: 4 }, () => new Date(Date.UTC(2020, 0, 1) + Math.floor(rnd() * 15 * 365 * 86_400_000 / 1000) * 1000));
@@ -55,19 +96,20 @@ for (const timezone of ZONES) {
     let checked = 0;
     for (const expr of EXPRESSIONS) {
       const cron = CronSchedule.parse(expr, timezone);
-      const task = matcher(expr, timezone);
+      const runs = oracle(expr, timezone);
       for (const from of starts) {
         const next = cron.next(from);
-        t.true(next > from && task.match(next), `${expr} ${timezone}: next(${iso(from)}) = ${iso(next)} does not match`);
+        t.true(next > from && runs(next.getTime()), `${expr} ${timezone}: next(${iso(from)}) = ${iso(next)} is not a run`);
+        t.true(cron.matches(next), `${expr} ${timezone}: matches(${iso(next)})`);
         for (let m = Math.floor(from.getTime() / MIN) * MIN + MIN; m < next.getTime(); m += MIN) {
-          if (task.match(new Date(m))) t.fail(`${expr} ${timezone}: next(${iso(from)}) = ${iso(next)} skips ${iso(new Date(m))}`);
+          if (runs(m)) t.fail(`${expr} ${timezone}: next(${iso(from)}) = ${iso(next)} skips ${iso(new Date(m))}`);
         }
         const notBefore = new Date(from.getTime() - 86_400_000);
         const prev = cron.prev(from, notBefore);
         const end = prev ? prev.getTime() : notBefore.getTime() - MIN;
-        if (prev) t.true(prev <= from && prev >= notBefore && task.match(prev), `${expr} ${timezone}: prev(${iso(from)}) = ${iso(prev)} does not match`);
+        if (prev) t.true(prev <= from && prev >= notBefore && runs(prev.getTime()), `${expr} ${timezone}: prev(${iso(from)}) = ${iso(prev)} is not a run`);
         for (let m = Math.floor(from.getTime() / MIN) * MIN; m > end; m -= MIN) {
-          if (task.match(new Date(m))) t.fail(`${expr} ${timezone}: prev(${iso(from)}) = ${iso(prev)} misses ${iso(new Date(m))}`);
+          if (runs(m)) t.fail(`${expr} ${timezone}: prev(${iso(from)}) = ${iso(prev)} misses ${iso(new Date(m))}`);
         }
         checked++;
       }
@@ -82,11 +124,28 @@ test('literal cases: time zones, DST gaps and repeats, leap days', (t) => {
   t.is(next('0 */4 * * *', 'Asia/Tokyo', '2026-03-01T00:00:00Z'), '2026-03-01T03:00:00Z');
   // Kolkata is UTC+5:30: local 08:00 is 02:30Z.
   t.is(next('0 */4 * * *', 'Asia/Kolkata', '2026-03-01T00:00:00Z'), '2026-03-01T02:30:00Z');
-  // 02:30 does not exist in Berlin on 2026-03-29 (clocks jump 02:00 -> 03:00): that day is skipped.
-  t.is(next('30 2 * * *', 'Europe/Berlin', '2026-03-28T12:00:00Z'), '2026-03-30T00:30:00Z');
-  // 02:30 happens twice on 2026-10-25 (03:00 CEST -> 02:00 CET): node-cron matches both.
+  // 02:30 does not exist in Berlin on 2026-03-29 (clocks jump 02:00 -> 03:00): that night's run
+  // is at 03:00 CEST, as cron does it (node-cron alone would skip the day).
+  t.is(next('30 2 * * *', 'Europe/Berlin', '2026-03-28T12:00:00Z'), '2026-03-29T01:00:00Z');
+  t.is(next('30 2 * * *', 'Europe/Berlin', '2026-03-29T01:00:00Z'), '2026-03-30T00:30:00Z');
+  const nightly = CronSchedule.parse('30 2 * * *', 'Europe/Berlin');
+  t.is(iso(nightly.prev(at('2026-03-29T12:00:00Z'), at('2026-03-28T12:00:00Z'))), '2026-03-29T01:00:00Z');
+  t.true(nightly.matches(at('2026-03-29T01:00:30Z')));
+  // 02:30 happens twice on 2026-10-25 (03:00 CEST -> 02:00 CET): it runs the first time only.
   t.is(next('30 2 * * *', 'Europe/Berlin', '2026-10-25T00:00:00Z'), '2026-10-25T00:30:00Z');
-  t.is(next('30 2 * * *', 'Europe/Berlin', '2026-10-25T00:30:00Z'), '2026-10-25T01:30:00Z');
+  t.is(next('30 2 * * *', 'Europe/Berlin', '2026-10-25T00:30:00Z'), '2026-10-26T01:30:00Z');
+  t.is(iso(nightly.prev(at('2026-10-25T12:00:00Z'), at('2026-10-24T12:00:00Z'))), '2026-10-25T00:30:00Z');
+  t.false(nightly.matches(at('2026-10-25T01:30:00Z')));
+  // A schedule with * in its minute or hour field follows the clock: the repeated 02:30 runs twice.
+  t.is(next('*/30 * * * *', 'Europe/Berlin', '2026-10-25T00:30:00Z'), '2026-10-25T01:00:00Z');
+  t.is(next('30 */2 * * *', 'Europe/Berlin', '2026-10-25T00:30:00Z'), '2026-10-25T01:30:00Z');
+  t.is(next('30 */2 * * *', 'Europe/Berlin', '2026-03-29T00:00:00Z'), '2026-03-29T02:30:00Z', 'the skipped 02:30 does not run');
+  // Santiago jumps from 00:00 to 01:00 (2026-09-06): the midnight run is at 01:00 -03:00.
+  t.is(next('30 0 * * *', 'America/Santiago', '2026-09-05T12:00:00Z'), '2026-09-06T04:00:00Z');
+  // Lord Howe jumps half an hour (02:00 -> 02:30, 2026-10-04): 02:15 runs at 02:30 +11:00.
+  t.is(next('15 2 * * *', 'Australia/Lord_Howe', '2026-10-03T00:00:00Z'), '2026-10-03T15:30:00Z');
+  // @daily is a fixed time too, @hourly follows the clock.
+  t.is(next('@daily', 'America/Santiago', '2026-09-05T12:00:00Z'), '2026-09-06T04:00:00Z');
   // "Strictly after": a matching instant itself is not returned.
   t.is(next('0 */4 * * *', 'UTC', '2026-03-01T04:00:00Z'), '2026-03-01T08:00:00Z');
   t.is(next('0 */4 * * *', 'UTC', '2026-03-01T03:59:59.999Z'), '2026-03-01T04:00:00Z');
