@@ -197,8 +197,9 @@ export class UnsafePathError extends DrError {
 export class InterruptedError extends DrError {
   readonly code = 'INTERRUPTED';
   readonly exitCode = ExitCode.failed;
-  constructor() {
-    super('interrupted - nothing was committed, the repository is consistent', 'run the command again');
+  /** Without arguments, what a backup or maintenance command says; a restore says what it left behind. */
+  constructor(message = 'interrupted - nothing was committed, the repository is consistent', hint = 'run the command again') {
+    super(message, hint);
   }
 }
 
