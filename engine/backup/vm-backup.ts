@@ -41,13 +41,25 @@ export interface VmBackupOptions {
   safetyFor?: string;
 }
 
+/** What every attempt of one job added up to: the point reports the whole job. */
+interface JobTally {
+  started: Date;
+  wire0: number;
+  newBytes: number;
+  storedNewBytes: number;
+}
+
 export async function backupVm(repo: Repository, host: LibvirtHost, opts: VmBackupOptions): Promise<Point> {
   const attempts = opts.attempts ?? 3;
+  await host.requireVm(opts.vm, opts.hostName);
+  const tally: JobTally = { started: opts.clock.now(), wire0: host.transport.bytesIn, newBytes: 0, storedNewBytes: 0 };
   for (let i = 1; ; i++) {
     try {
-      return await attempt(repo, host, opts);
+      return await attempt(repo, host, opts, tally);
     } catch (e) {
       const retriable = e instanceof HostUnreachableError || e instanceof NbdError || (e instanceof Error && /connection|ECONNRESET|EPIPE|Not connected/i.test(e.message) && !isDrError(e));
+      // A host command cut short by the interrupt fails as "unreachable": it was the interrupt.
+      if (opts.signal?.aborted && (!isDrError(e) || e instanceof HostUnreachableError)) throw new InterruptedError();
       if (!retriable || i >= attempts || opts.signal?.aborted) throw wrap(host, opts.vm, e);
       opts.log?.(`${host.label}: VM ${opts.vm}: ${(e as Error).message} - retrying (attempt ${i + 1} of ${attempts})`);
       await new Promise((r) => setTimeout(r, 1000 * i));
@@ -60,20 +72,22 @@ function wrap(host: LibvirtHost, vm: string, e: unknown): unknown {
   return new HostUnreachableError(host.label, `backup of VM ${vm} failed - ${(e as Error).message ?? String(e)}`, { cause: e });
 }
 
-async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOptions): Promise<Point> {
+async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOptions, tally: JobTally): Promise<Point> {
   const started = opts.clock.now();
-  const wire0 = host.transport.bytesIn;
   const { points } = await repo.listPoints();
   const parent = [...points].reverse().find((p) => p.name === opts.name && p.kind === 'vm' && p.vm?.host === opts.hostName && p.vm.checkpoint);
   const fallback = opts.files?.length ? await fallbackReason(host, opts.vm, opts.files) : undefined;
   const chain = parent ? await chainProblem(host, opts.vm, parent) : 'no previous point of this VM';
   let job: BackupJob;
   try {
-    job = await beginBackupJob(host, opts.vm, { quiesce: opts.quiesce ?? 'preferred', onFrozen: opts.onFrozen, ...(chain ? {} : { incrementalFrom: parent?.vm?.checkpoint }) });
+    job = await beginBackupJob(host, opts.vm, {
+      quiesce: opts.quiesce ?? 'preferred', owner: ownerTag(repo), onFrozen: opts.onFrozen, signal: opts.signal, log: opts.log,
+      ...(chain ? {} : { incrementalFrom: parent?.vm?.checkpoint }),
+    });
   } catch (e) {
     if (chain || !(e instanceof RemoteCommandError) || !/bitmap|checkpoint/i.test(e.message)) throw e;
     // The checkpoint exists in libvirt's metadata but its bitmap is gone (host crash): full read.
-    return attemptFull(repo, host, opts, `incremental backup refused by the host (${e.message}): the whole disk was read`);
+    return attemptFull(repo, host, opts, tally, `incremental backup refused by the host (${e.message}): the whole disk was read`);
   }
   let ok = false;
   const writer = repo.newWriter();
@@ -93,14 +107,15 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
       ...(parent && !chain ? { parent: parent.id } : {}),
       disks,
       stats: {
-        logicalBytes: logical, readBytes, newBytes: writer.stats.rawBytesNew, storedNewBytes: writer.stats.storedBytesNew,
-        durationMs: opts.clock.now().getTime() - started.getTime(), wireBytes: host.transport.bytesIn - wire0,
+        logicalBytes: logical, readBytes,
+        newBytes: tally.newBytes + writer.stats.rawBytesNew, storedNewBytes: tally.storedNewBytes + writer.stats.storedBytesNew,
+        durationMs: opts.clock.now().getTime() - tally.started.getTime(), wireBytes: host.transport.bytesIn - tally.wire0,
       },
       errors: [],
       changeTracking: fullReasons.length ? { mode: 'full-read', reason: fullReasons.join('; ') } : { mode: 'changed-extents' },
       ...(fallback ? { fallback: { reason: fallback } } : {}),
       ...(warnings.length ? { warnings } : {}),
-      vm: { host: opts.hostName, name: opts.vm, uuid: job.uuid, xml: job.xml, checkpoint: job.checkpoint, quiesced: job.quiesced },
+      vm: { host: opts.hostName, name: opts.vm, uuid: job.uuid, xml: job.xml, ...(job.checkpoint ? { checkpoint: job.checkpoint } : {}), quiesced: job.quiesced },
       ...(opts.safetyFor ? { safetyFor: opts.safetyFor } : {}),
     });
     ok = true;
@@ -108,13 +123,43 @@ async function attempt(repo: Repository, host: LibvirtHost, opts: VmBackupOption
     // The parent's checkpoint is no longer needed (libvirt merges its bitmap into the new one).
     // Checkpoints of other point names of this VM are left alone: they are other chains.
     if (parent?.vm?.checkpoint && !chain) await host.virsh(['checkpoint-delete', opts.vm, parent.vm.checkpoint]).catch(() => undefined);
+    await sweepCheckpoints(repo, host, opts, [...points, point]);
     return point;
   } finally {
     if (!ok) {
       // Packs this attempt uploaded are in the in-memory index, so a retry dedups against them:
       // write their index file too, or the retry's point would use blobs no index lists.
       await writer.finish().catch(() => writer.abandon());
+      tally.newBytes += writer.stats.rawBytesNew;
+      tally.storedNewBytes += writer.stats.storedBytesNew;
       await job.finish(false);
+    }
+  }
+}
+
+/** Written into drctl's checkpoints: the chain belongs to this repository. */
+function ownerTag(repo: Repository): string {
+  return `repository ${repo.config.id}`;
+}
+
+/**
+ * After a successful backup: drctl checkpoints on the VM that no point of this repository
+ * records (a run that died, a point forgotten) only cost write overhead and block `virsh
+ * undefine`; delete them. Checkpoints another repository made (its id in the description)
+ * are its chain and stay; ones without a description come from drctl before it wrote one.
+ */
+async function sweepCheckpoints(repo: Repository, host: LibvirtHost, opts: VmBackupOptions, points: Point[]): Promise<void> {
+  const used = new Set(points.map((p) => p.vm?.checkpoint).filter((c): c is string => !!c));
+  const mine = `drctl ${ownerTag(repo)}`;
+  for (const c of await host.checkpoints(opts.vm).catch(() => [])) {
+    if (!c.startsWith('drctl-') || used.has(c)) continue;
+    const owner = await host.checkpointDescription(opts.vm, c).catch(() => undefined);
+    if (owner !== mine && owner !== '') continue;
+    try {
+      await host.virsh(['checkpoint-delete', opts.vm, c]);
+      opts.log?.(`${host.label}: VM ${opts.vm}: deleted checkpoint ${c}, which no point uses (left by a run that did not finish)`);
+    } catch {
+      // the next successful backup tries again
     }
   }
 }
@@ -130,7 +175,7 @@ async function backupJobDisks(repo: Repository, writer: BlobWriter, job: BackupJ
     if (opts.signal?.aborted) throw new InterruptedError();
     const size = job.diskSizes.get(d.dev) ?? 0;
     const parentDisk = parent?.disks?.find((x) => x.name === d.dev);
-    let diskReason = chain;
+    let diskReason = job.fullReadDisks.get(d.dev) ?? chain;
     if (!diskReason && parentDisk && parentDisk.sizeBytes !== size) diskReason = `disk ${d.dev} was resized from ${parentDisk.sizeBytes} to ${size} bytes`;
     if (!diskReason && !parentDisk) diskReason = `disk ${d.dev} is new since the previous point`;
     const { source, changed } = await job.openDisk(d.dev);
@@ -153,9 +198,9 @@ async function backupJobDisks(repo: Repository, writer: BlobWriter, job: BackupJ
 }
 
 /** A run whose incremental was refused: forget drctl's checkpoints and read everything. */
-async function attemptFull(repo: Repository, host: LibvirtHost, opts: VmBackupOptions, reason: string): Promise<Point> {
+async function attemptFull(repo: Repository, host: LibvirtHost, opts: VmBackupOptions, tally: JobTally, reason: string): Promise<Point> {
   for (const c of await host.checkpoints(opts.vm)) if (c.startsWith('drctl-')) await host.virsh(['checkpoint-delete', opts.vm, c, '--metadata']).catch(() => undefined);
-  const p = await attempt(repo, host, opts);
+  const p = await attempt(repo, host, opts, tally);
   return p.changeTracking?.mode === 'full-read' ? p : { ...p, changeTracking: { mode: 'full-read', reason } };
 }
 

@@ -3,6 +3,7 @@
  * does on the host goes through here: listing domains, the guest agent, checkpoints, pull-mode
  * backup jobs, qemu-nbd for restores.
  */
+import { UsageError } from '../../errors.js';
 import { RemoteCommandError, shq, type HostTransport } from '../../ssh/index.js';
 import { parseDomain, type DomainInfo } from './domain-xml.js';
 
@@ -57,6 +58,44 @@ export class LibvirtHost {
   async exists(name: string): Promise<boolean> {
     const r = await this.transport.exec(['virsh', '-q', '-c', this.uri, 'domuuid', name].map(shq).join(' '));
     return r.code === 0;
+  }
+
+  /**
+   * Throws UsageError (exit 2) naming the VMs the host has when `name` is not one of them.
+   * `hostName` is the config name (hosts/NAME.yaml) for the hint.
+   */
+  async requireVm(name: string, hostName?: string): Promise<void> {
+    if (await this.exists(name)) return;
+    // domuuid also fails when libvirtd does not answer: then listing fails with that cause.
+    const names = await this.listNames();
+    const list = names.length ? ` - VMs there: ${names.join(', ')}` : ' - it has no VMs';
+    throw new UsageError(`${this.label} has no VM named ${name}${list}`,
+      `check the VM name (case matters)${hostName ? `; \`drctl vms --host ${hostName}\` lists them with their state` : ''}`);
+  }
+
+  /**
+   * The job running on the domain (`virsh domjobinfo`), undefined when none. `operation` is
+   * libvirt's name for it: Backup, Outgoing migration, Snapshot…
+   */
+  async activeJob(name: string): Promise<{ type: string; operation?: string } | undefined> {
+    const out = await this.virsh(['domjobinfo', name]);
+    const type = /^Job type:\s*(.+?)\s*$/m.exec(out)?.[1] ?? 'None';
+    if (type === 'None') return undefined;
+    const operation = /^Operation:\s*(.+?)\s*$/m.exec(out)?.[1];
+    return { type, ...(operation ? { operation } : {}) };
+  }
+
+  /** Unix socket of the running pull-mode backup job; undefined when none (or push mode). */
+  async backupJobSocket(name: string): Promise<string | undefined> {
+    const r = await this.transport.exec(['virsh', '-q', '-c', this.uri, 'backup-dumpxml', name].map(shq).join(' '));
+    if (r.code !== 0) return undefined;
+    return /<server\b[^>]*\bsocket=['"]([^'"]+)['"]/.exec(r.stdout)?.[1];
+  }
+
+  /** The description of a checkpoint ('' when it has none). */
+  async checkpointDescription(name: string, checkpoint: string): Promise<string> {
+    const xml = await this.virsh(['checkpoint-dumpxml', name, checkpoint]);
+    return /<description>([^<]*)<\/description>/.exec(xml)?.[1] ?? '';
   }
 
   async state(name: string): Promise<string> {
