@@ -9,9 +9,9 @@ import { CronSchedule } from '../policies/cron.js';
 import { applyRetention } from '../policies/retention.js';
 import { Catalog } from '../engine/catalog/index.js';
 import { Daemon, JobRunner, type JobLimits, type JobPolicy, type PolicyLoad, type Schedules } from '../engine/jobs/index.js';
-import { makeDirs, type SleepClock } from '../engine/runtime/index.js';
+import type { SleepClock } from '../engine/runtime/index.js';
 import { UsageError } from '../engine/errors.js';
-import { IscsiTarget, openLocalTarget, type TargetDriver } from '../targets/index.js';
+import { IscsiTarget, LocalTarget, type TargetDriver } from '../targets/index.js';
 import type { CliContext } from './context.js';
 
 export interface StateOptions {
@@ -54,15 +54,15 @@ export async function openConfiguredTarget(config: LoadedConfig, name: string, s
 
 /**
  * Open a target's storage. An iSCSI target is attached (or an existing attach joined) and
- * counted as used until the driver's close(); that needs the state folder (attach.json).
+ * counted as used until the driver's close(); that needs the state folder (attach.json). A
+ * local target's folder must exist: it is never created here (see LocalTarget.openFolder).
  */
 export async function openTargetConfig(t: TargetConfig, stateDirPath?: string): Promise<TargetDriver> {
   if (t.type === 'iscsi') {
     if (!stateDirPath) throw new UsageError(`target ${t.name} (${t.file}) is an iSCSI target: this command cannot attach it`, `attach it first with \`drctl target attach ${t.name}\``);
     return IscsiTarget.open(t, stateDirPath);
   }
-  await makeDirs(t.path);
-  return openLocalTarget(t.path);
+  return LocalTarget.openFolder(t.path, t.name);
 }
 
 export interface Runtime {

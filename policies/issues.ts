@@ -40,11 +40,34 @@ export function describe(v: unknown): string {
   return 'a mapping (key: value lines)';
 }
 
+/**
+ * Fields that name where a secret is kept: someone who pastes the secret itself there (a CHAP
+ * password in `chap.secretFile`, a private key in `ssh.keyFile`) must not find it echoed by
+ * `policy validate`, `status --json` or the daemon's log. Also any field whose name says secret.
+ */
+const SECRET_FIELDS = new Set(['chap.secretFile', 'ssh.keyFile']);
+const SECRET_NAME = /secret|password|passphrase|passwd|token|private/i;
+
+export function isSecretField(path: FieldPath): boolean {
+  const last = path.at(-1);
+  return SECRET_FIELDS.has(pattern(path)) || (typeof last === 'string' && SECRET_NAME.test(last));
+}
+
+/** describe(), except that the value of a field that may hold a secret is never shown. */
+export function describeField(path: FieldPath, v: unknown): string {
+  if (!isSecretField(path)) return describe(v);
+  if (typeof v === 'string') return `a text of ${[...v].length} characters (not shown: it may be a secret)`;
+  if (typeof v === 'number' || typeof v === 'bigint') return 'a number (not shown: it may be a secret)';
+  return describe(v);
+}
+
 export function reportIssues(doc: ConfigDocument, root: unknown, issues: readonly z.core.$ZodIssue[], docs: SchemaDocs): void {
   for (const issue of issues) {
     const path = issue.path.filter((s): s is string | number => typeof s !== 'symbol');
     const fd = docs.fields[pattern(path)];
     const value = valueAt(root, path);
+    const secret = isSecretField(path);
+    const shown = describeField(path, value);
     const writeLike = fd ? `write it like ${fd.example}` : undefined;
     if (value === undefined && path.length > 0 && (issue.code === 'invalid_type' || issue.code === 'invalid_value')) {
       doc.add(path, 'parent', 'missing', missingFix(root, path, docs, fd));
@@ -58,29 +81,29 @@ export function reportIssues(doc: ConfigDocument, root: unknown, issues: readonl
       }
       case 'invalid_type': {
         if (issue.expected === 'int') {
-          doc.add(path, 'value', `must be a whole number, got ${describe(value)}`, writeLike);
+          doc.add(path, 'value', `must be a whole number, got ${shown}`, writeLike);
         } else {
-          doc.add(path, 'value', `expected ${fd?.expect ?? EXPECTED[issue.expected] ?? issue.expected}, got ${describe(value)}`, writeLike);
+          doc.add(path, 'value', `expected ${fd?.expect ?? EXPECTED[issue.expected] ?? issue.expected}, got ${shown}`, writeLike);
         }
         break;
       }
       case 'too_small':
         if (issue.origin === 'array') doc.add(path, 'value', `is empty; expected ${fd?.expect ?? 'at least one entry'}`, writeLike);
         else if (issue.origin === 'string') doc.add(path, 'value', 'is empty', writeLike);
-        else doc.add(path, 'value', `must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}, got ${describe(value)}`, writeLike);
+        else doc.add(path, 'value', `must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}, got ${shown}`, writeLike);
         break;
       case 'too_big':
-        doc.add(path, 'value', `must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}, got ${describe(value)}`, writeLike);
+        doc.add(path, 'value', `must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}, got ${shown}`, writeLike);
         break;
       case 'invalid_value': {
         const options = issue.values.map(String);
-        const guess = typeof value === 'string' ? closest(value, options) : undefined;
-        doc.add(path, 'value', `must be one of ${options.join(', ')}, got ${describe(value)}`,
+        const guess = typeof value === 'string' && !secret ? closest(value, options) : undefined;
+        doc.add(path, 'value', `must be one of ${options.join(', ')}, got ${shown}`,
           guess ? `did you mean ${guess}?` : `pick one of them${fd ? `, e.g. ${fd.example}` : ''}`);
         break;
       }
       case 'invalid_format':
-        doc.add(path, 'value', `expected ${fd?.expect ?? issue.format}, got ${describe(value)}`, writeLike);
+        doc.add(path, 'value', `expected ${fd?.expect ?? issue.format}, got ${shown}`, writeLike);
         break;
       case 'custom': {
         const fix = (issue.params as { fix?: string } | undefined)?.fix;

@@ -39,7 +39,7 @@ export const pruneCommand: CommandSpec<Opts> = {
       return 0;
     }
     const verb = report.dryRun ? 'would free' : 'freed';
-    say(ctx, opts, `${verb} ${bytes(report.bytesFreed)}: ${report.packsDeleted} unused packs deleted, ${report.packsRepacked} repacked (${bytes(report.bytesRepacked)} copied), ${report.unindexedPacksDeleted} leftover packs, ${report.tempFilesDeleted ? `${report.tempFilesDeleted} temp files of killed writes, ` : ''}${report.blobsRemoved} blobs gone; ${report.points} points untouched, in ${duration(report.durationMs)}`);
+    say(ctx, opts, `${verb} ${bytes(report.bytesFreed)}: ${report.packsDeleted} unused packs deleted, ${report.packsRepacked} repacked (${bytes(report.bytesRepacked)} copied), ${report.unindexedPacksDeleted} leftover packs${report.unindexedPacksDeleted ? ` (${bytes(report.unindexedBytesFreed)})` : ''}, ${report.tempFilesDeleted ? `${report.tempFilesDeleted} temp files of killed writes, ` : ''}${report.blobsRemoved} blobs gone; ${report.points} points untouched, in ${duration(report.durationMs)}`);
     return 0;
   },
 };

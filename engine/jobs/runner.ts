@@ -15,7 +15,7 @@ import type { Clock } from '../runtime/clock.js';
 import type { Catalog, CatalogPoint, JobRecord } from '../catalog/catalog.js';
 import { Repository } from '../repo/repository.js';
 import type { Placement, Point } from '../repo/point.js';
-import { checkFreeSpace } from './space-guard.js';
+import { InsufficientSpaceError, checkFreeSpace, imageDataBytes } from './space-guard.js';
 import { forgetPoints, type RetentionFn } from './forget.js';
 import { pruneRepository } from '../repo/prune.js';
 import { NotARepositoryError, UsageError, isDrError } from '../errors.js';
@@ -48,7 +48,10 @@ export interface RunnerDeps {
   catalog: Catalog;
   clock: Clock;
   hostname: string;
-  /** Open the storage of a named target (config folder). */
+  /**
+   * Open the storage of a named target (config folder). Never creates it: a local folder that
+   * does not exist, or a LUN that does not attach, is an error (the fallbackTarget is then used).
+   */
   openTarget(name: string): Promise<TargetDriver>;
   /** The retention of a policy as a pure decision function. */
   retention(policy: JobPolicy): RetentionFn;
@@ -136,9 +139,8 @@ export class JobRunner {
       this.deps.log(`policy ${policy.name}: backing up ${source.name} to ${policy.target}`);
       let repo: Repository | undefined;
       try {
-        const opened = await this.openForJob(policy, job);
+        const opened = await this.openForJob(policy, source, job);
         repo = opened.repo;
-        await checkFreeSpace(repo, opened.placement.target, { name: source.name, policy: policy.name });
         const point = await this.backupSource(repo, policy, source, job, opened.placement);
         const partial = point.errors.length > 0;
         const fin = this.finished(job, partial ? 'partial' : 'ok', { pointId: point.id, bytesRead: point.stats.readBytes, bytesNew: point.stats.newBytes });
@@ -177,26 +179,43 @@ export class JobRunner {
   }
 
   /**
-   * The repository of the policy's target; when that cannot be opened (an iSCSI volume that does
-   * not attach, a missing folder) and the policy names a fallbackTarget, the fallback's. The
-   * placement says which, and why, on the job record and on the point.
+   * The repository of the policy's target, once the free-space guard agrees; when that target
+   * cannot be opened (an iSCSI volume that does not attach, a folder that does not exist: its
+   * volume is not mounted) or the guard refuses it, and the policy names a fallbackTarget, the
+   * fallback's. The placement says which, and why, on the job record and on the point.
    */
-  private async openForJob(policy: JobPolicy, job: JobRecord): Promise<{ repo: Repository; placement: Placement }> {
+  private async openForJob(policy: JobPolicy, source: JobSource, job: JobRecord): Promise<{ repo: Repository; placement: Placement }> {
     try {
-      const repo = await this.openRepository(policy.target);
+      const repo = await this.openGuarded(policy.target, policy, source);
       await this.patch(job, { placement: { target: policy.target } });
       return { repo, placement: { target: policy.target } };
     } catch (e) {
       if (!policy.fallbackTarget || this.jobAbort.signal.aborted) throw e;
       const reason = describe(e);
-      this.deps.log(`policy ${policy.name}: target ${policy.target} unavailable (${reason}); using fallback target ${policy.fallbackTarget}`);
+      const state = e instanceof InsufficientSpaceError ? 'has too little free space' : 'unavailable';
+      this.deps.log(`policy ${policy.name}: target ${policy.target} ${state} (${reason}); using fallback target ${policy.fallbackTarget}`);
       const placement: Placement = { target: policy.fallbackTarget, fallbackFrom: policy.target, reason };
       await this.patch(job, { placement, note: `on fallback target ${policy.fallbackTarget}: ${reason}` });
       try {
-        return { repo: await this.openRepository(policy.fallbackTarget), placement };
+        return { repo: await this.openGuarded(policy.fallbackTarget, policy, source), placement };
       } catch (e2) {
         throw new Error(`${reason}; the fallback target ${policy.fallbackTarget} failed too: ${describe(e2)}`, { cause: e2 });
       }
+    }
+  }
+
+  /** The repository on a target, given back (an iSCSI volume detached) when the free-space guard refuses it. */
+  private async openGuarded(targetName: string, policy: JobPolicy, source: JobSource): Promise<Repository> {
+    const repo = await this.openRepository(targetName);
+    try {
+      await checkFreeSpace(repo, targetName, {
+        name: source.name, policy: policy.name, ...(policy.fallbackTarget ? { fallbackTarget: policy.fallbackTarget } : {}),
+        ...(source.kind === 'image' ? { sourceBytes: () => imageDataBytes(source.image) } : {}),
+      });
+      return repo;
+    } catch (e) {
+      await repo.target.close().catch((e2: unknown) => this.deps.log(`target ${targetName}: release failed: ${describe(e2)}`));
+      throw e;
     }
   }
 
@@ -303,7 +322,12 @@ export class JobRunner {
     }
   }
 
-  /** The repository on a target; an empty or new target folder gets one. */
+  /**
+   * The repository on a target. A target whose folder exists and is empty (temp files and ext4's
+   * lost+found aside, as `drctl target test` counts) gets a new one. A folder that does not exist
+   * is never created here: openTarget refuses it, since it most often means the volume is not
+   * mounted, and a repository made there would land on the disk below the mountpoint.
+   */
   private async openRepository(targetName: string): Promise<Repository> {
     const target = await this.deps.openTarget(targetName);
     const deps = { clock: this.deps.clock };

@@ -47,8 +47,10 @@ export interface PruneReport {
   packsDeleted: number;
   /** Packs whose live blobs were copied into new packs, then deleted. */
   packsRepacked: number;
-  /** Packs on the volume that no index listed (left by killed backups). */
+  /** Packs on the volume that no index listed (left by killed or failed backups, e.g. on a full volume). */
   unindexedPacksDeleted: number;
+  /** Their bytes, counted in bytesFreed. */
+  unindexedBytesFreed: number;
   /** Packs kept because a backup that ran during prune started using them. */
   packsRescued: number;
   /** Temp files of writes killed more than an hour ago. */
@@ -101,13 +103,16 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions): Pro
 
     const report: PruneReport = {
       dryRun: !!opts.dryRun, points: points.length, packs: usage.size,
-      packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, packsRescued: 0, tempFilesDeleted: 0,
+      packsDeleted: drop.size, packsRepacked: repack.size, unindexedPacksDeleted: 0, unindexedBytesFreed: 0, packsRescued: 0, tempFilesDeleted: 0,
       bytesFreed: freed.bytesFreed, bytesRepacked: freed.bytesRepacked, blobsRemoved: freed.blobsRemoved,
       indexFilesBefore: repo.index.files.size, indexFilesAfter: repo.index.files.size,
       exclusiveMs: 0, durationMs: 0,
     };
     if (opts.dryRun) {
-      report.unindexedPacksDeleted = [...sizes.keys()].filter((p) => !usage.has(p)).length;
+      const unindexed = [...sizes].filter(([p]) => !usage.has(p));
+      report.unindexedPacksDeleted = unindexed.length;
+      report.unindexedBytesFreed = unindexed.reduce((a, [, size]) => a + size, 0);
+      report.bytesFreed += report.unindexedBytesFreed;
       report.durationMs = Math.round(performance.now() - t0);
       return report;
     }
@@ -222,14 +227,17 @@ async function sweep(repo: Repository, opts: PruneOptions, log: (line: string) =
   const { listed, keepPacks, oldFiles } = await readIndexedPacks(repo, gone);
   const unlisted = await listUnindexedPacks(repo, listed);
   report.unindexedPacksDeleted = unlisted.length;
+  report.unindexedBytesFreed = unlisted.reduce((a, p) => a + p.size, 0);
+  report.bytesFreed += report.unindexedBytesFreed;
   if (gone.size > 0 || oldFiles.length > 1) {
     report.indexFilesAfter = await replaceIndexFiles(repo, oldFiles, keepPacks);
   }
-  for (const id of [...gone, ...unlisted]) await removeIfThere(repo, Keys.pack(id));
+  for (const id of [...gone, ...unlisted.map((p) => p.id)]) await removeIfThere(repo, Keys.pack(id));
   const temp = (await repo.target.sweepTemp?.(TEMP_GRACE_MS)) ?? { files: 0, bytes: 0 };
   report.tempFilesDeleted = temp.files;
   report.bytesFreed += temp.bytes;
-  log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile), ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
+  const leftovers = unlisted.length ? `, ${unlisted.length} of them leftovers no index lists (${mib(report.unindexedBytesFreed)}, from backups that did not finish)` : '';
+  log(`deleted ${gone.size + unlisted.length} packs (${report.packsRescued} kept for backups that ran meanwhile)${leftovers}, ${report.indexFilesBefore} index files → ${report.indexFilesAfter}`);
 }
 
 /** Add to the in-memory index the index files backups wrote since it was loaded. */
@@ -274,9 +282,9 @@ async function readIndexedPacks(repo: Repository, gone: Set<string>): Promise<{ 
   return { listed, keepPacks, oldFiles };
 }
 
-/** Packs on the volume that no index file lists (left by killed backups). */
-async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promise<string[]> {
-  return [...(await repo.packSizes()).keys()].filter((id) => !listed.has(id));
+/** Packs on the volume that no index file lists (left by killed or failed backups), with their sizes. */
+async function listUnindexedPacks(repo: Repository, listed: Set<string>): Promise<{ id: string; size: number }[]> {
+  return [...(await repo.packSizes())].filter(([id]) => !listed.has(id)).map(([id, size]) => ({ id, size }));
 }
 
 /** Live and dead bytes per pack, read from the index files one at a time. */
@@ -337,6 +345,10 @@ async function repackPacks(repo: Repository, packs: string[], opts: PruneOptions
   })());
   opts.log?.(`repacked ${packs.length} packs: ${copied.size} live blobs copied into ${writer.stats.packsWritten} new packs`);
   return { copied, written: new Set(writer.packsWritten()) };
+}
+
+function mib(n: number): string {
+  return `${(n / 1048576).toFixed(1)} MiB`;
 }
 
 function throwIfAborted(signal?: AbortSignal): void {

@@ -25,6 +25,28 @@ export class LocalTarget implements TargetDriver {
 
   constructor(readonly location: string) {}
 
+  /**
+   * The folder of a configured target (targets/NAME.yaml), which must exist. Unlike `--repo DIR`
+   * (made by `drctl init`), it is never created: a missing folder most often means the volume
+   * it lives on is not mounted, and creating it would put backups on the disk below the
+   * mountpoint (and fill it) while every job looks fine. Same words as `drctl target test`.
+   */
+  static async openFolder(path: string, targetName: string): Promise<LocalTarget> {
+    const st = await fsp.stat(path).catch((e: unknown) => e as Error);
+    if (st instanceof Error) {
+      if (errnoCode(st) === 'ENOENT') {
+        throw new TargetIoError(`target ${targetName}: ${path} does not exist`,
+          `mount its volume if it lives on one, or create the repository with \`drctl init --target ${targetName}\``, { cause: st });
+      }
+      throw new TargetIoError(`target ${targetName}: ${path} cannot be read - ${st.message}`,
+        'check that drctl may read it and that its volume is healthy', { cause: st });
+    }
+    if (!st.isDirectory()) {
+      throw new TargetIoError(`target ${targetName}: ${path} is not a folder`, 'set path: to the folder that holds (or will hold) the repository');
+    }
+    return new LocalTarget(path);
+  }
+
   put(key: string, data: Uint8Array | readonly Uint8Array[], opts: { replace?: boolean } = {}): Promise<void> {
     const upload = this.create(key);
     return upload.write(data instanceof Uint8Array ? [data] : data).then(() => upload.commit(key, opts), async (e: unknown) => {

@@ -175,8 +175,14 @@ test.serial('a backup running during prune is not blocked; prune waits for it an
   // Once the backup holds its lock, freeze it (SIGSTOP: a live process, so its lock is not
   // stale) until prune says it waits for it. Whatever the machine's speed, the backup is then
   // still running when prune reaches its final step - the case under test.
-  for (let k = 0; k < 200 && (await readdir(join(repo, 'locks'))).length === 0; k++) await new Promise((r) => setTimeout(r, 25));
+  // (Waiting up to 2 minutes: a loaded machine can take seconds to start a process.)
+  for (let k = 0; k < 4800 && (await readdir(join(repo, 'locks'))).length === 0; k++) await new Promise((r) => setTimeout(r, 25));
   backup.kill('SIGSTOP');
+  if ((await readdir(join(repo, 'locks'))).length === 0) {
+    backup.kill('SIGCONT');
+    t.fail('the backup never took its lock');
+    return;
+  }
   const tPrune = Date.now();
   const pruneProc = startDrctl(['prune', '--repo', repo, '--repack-threshold', '10']);
   let pruneOut = '';

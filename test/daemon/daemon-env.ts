@@ -21,7 +21,9 @@ export async function env(t: Parameters<typeof tempDir>[0], policy: Record<strin
   const config = join(dir, 'config');
   await mkdir(join(config, 'targets'), { recursive: true });
   await mkdir(join(config, 'policies'), { recursive: true });
+  // The target's folder exists (empty): a job creates the repository in it, never the folder.
   const repo = join(dir, 'repo');
+  await mkdir(repo);
   await writeFile(join(config, 'targets', 'vol1.yaml'), `type: local\npath: ${repo}\n`);
   await writeFile(join(config, 'policies', `${policy.name as string}.yaml`), Object.entries(policy).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n');
   const state = join(dir, 'state');

@@ -31,6 +31,7 @@ async function setup(dir: string, targets: string[], policies: Record<string, un
   const repos: Record<string, string> = {};
   for (const t of targets) {
     repos[t] = join(dir, `repo-${t}`);
+    await mkdir(repos[t] as string); // empty: the first job creates the repository in it
     await writeFile(join(config, 'targets', `${t}.yaml`), `type: local\npath: ${repos[t]}\n`);
   }
   for (const p of policies) await writeFile(join(config, 'policies', `${p.name as string}.json`), JSON.stringify(p, null, 2));
