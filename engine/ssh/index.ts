@@ -7,8 +7,9 @@ import { SshTransport } from './ssh-transport.js';
 import { LocalTransport } from './local-transport.js';
 import type { HostTransport } from './transport.js';
 import { UsageError } from '../errors.js';
+import { checkPrivateKey } from './private-key.js';
 
-export { shq, HostUnreachableError, RemoteCommandError, type HostTransport, type RemoteResult } from './transport.js';
+export { shq, HostUnreachableError, RemoteCommandError, SshAuthError, type HostTransport, type RemoteResult } from './transport.js';
 export { HostKeyError, fingerprintOf, checkHostKey } from './host-key.js';
 
 /** A host as the engine sees it (policies' HostConfig is assignable). */
@@ -31,9 +32,12 @@ export async function openHostTransport(h: HostSpec): Promise<HostTransport> {
       throw new UsageError(`host ${h.name}${where}: cannot read ssh.${field} ${path} - ${(e as Error).message}`, `fix ssh.${field} in the host file`);
     }
   };
+  const privateKey = s.keyFile ? await read(s.keyFile, 'keyFile') : undefined;
+  if (privateKey) checkPrivateKey(privateKey, `host ${h.name}${where}: ssh.keyFile ${s.keyFile}`);
   return new SshTransport(h.name, {
     host: s.host, port: s.port, user: s.user,
-    ...(s.keyFile ? { privateKey: await read(s.keyFile, 'keyFile') } : {}),
+    ...(privateKey ? { privateKey, keyFile: s.keyFile } : {}),
+    ...(h.file ? { hostFile: h.file } : {}),
     pin: { hostKey: s.hostKey, ...(s.knownHosts ? { knownHosts: (await read(s.knownHosts, 'knownHosts')).toString('utf8') } : {}) },
   });
 }

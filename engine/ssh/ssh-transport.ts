@@ -3,18 +3,23 @@
  * every command and socket of that host; when it drops (sshd restarted, network blip), the
  * next use reconnects with backoff (0.5, 1, 2, 4 s) and then fails with a clear message.
  * Keepalives detect a dead peer in ~15 s, and every command has a timeout: nothing hangs.
+ * A changed host key, a refused login or an unusable key file fail at once, without retries.
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Client, type ClientChannel } from 'ssh2';
-import { checkHostKey, HostKeyError, type HostKeyPin } from './host-key.js';
-import { HostUnreachableError, type ExecOptions, type HostTransport, type RemoteResult } from './transport.js';
+import { checkHostKey, fingerprintOf, HostKeyError, hostKeyAlgorithmsFor, keyTypeOf, keyTypeOfAlgorithm, pinnedKeyTypes, type HostKeyPin } from './host-key.js';
+import { checkPrivateKey } from './private-key.js';
+import { HostUnreachableError, SshAuthError, type ExecOptions, type HostTransport, type RemoteResult } from './transport.js';
 
 export interface SshEndpoint {
   host: string;
   port: number;
   user: string;
   privateKey?: Buffer;
+  /** Where privateKey came from, and the host file: named in messages. */
+  keyFile?: string;
+  hostFile?: string;
   pin: HostKeyPin;
   connectTimeoutMs?: number;
   /** Connection attempts before giving up (default 4). */
@@ -117,13 +122,15 @@ export class SshTransport implements HostTransport {
   }
 
   private async connectWithRetry(): Promise<Client> {
+    if (this.ep.privateKey) checkPrivateKey(this.ep.privateKey, `${this.label}: ssh.keyFile${this.ep.keyFile ? ` ${this.ep.keyFile}` : ''}`);
     const attempts = this.ep.attempts ?? BACKOFF_MS.length;
     let last: unknown;
     for (let i = 0; i < attempts; i++) {
       try {
-        return await this.connectOnce();
+        return await this.connectPinned();
       } catch (e) {
-        if (e instanceof HostKeyError) throw e; // a wrong key does not get better by retrying
+        // A wrong host key or a refused login does not get better by retrying.
+        if (e instanceof HostKeyError || e instanceof SshAuthError) throw e;
         last = e;
         if (i + 1 < attempts) await new Promise((r) => setTimeout(r, BACKOFF_MS[i] ?? 4000));
       }
@@ -131,7 +138,40 @@ export class SshTransport implements HostTransport {
     throw new HostUnreachableError(this.label, `cannot connect after ${attempts} attempts: ${(last as Error)?.message ?? last}`, { cause: last });
   }
 
-  private connectOnce(): Promise<Client> {
+  /**
+   * A connection whose host key matches the pin. A host has one key per type and ssh2 asks for
+   * ed25519 first, so the negotiation is limited to the pinned key's type when the pin says
+   * it. A bare SHA256 fingerprint does not: then each other key type the host offers is
+   * tried in turn, and the error lists every key seen.
+   */
+  private async connectPinned(): Promise<Client> {
+    const types = pinnedKeyTypes(this.ep.host, this.ep.port, this.ep.pin);
+    const algorithms = types && supported(types.flatMap(hostKeyAlgorithmsFor));
+    const seen: Handshake = { offered: [], keys: [] };
+    try {
+      return await this.connectOnce(algorithms?.length ? algorithms : undefined, seen);
+    } catch (e) {
+      const bareFingerprint = this.ep.pin.hostKey?.trim().startsWith('SHA256:') ?? false;
+      if (!(e instanceof HostKeyError) || !bareFingerprint || !seen.keys[0]) throw e;
+      const tried = new Set(seen.keys.map((k) => keyTypeOf(k)));
+      for (const type of [...new Set(seen.offered.map(keyTypeOfAlgorithm))]) {
+        const algs = supported(hostKeyAlgorithmsFor(type));
+        if (tried.has(type) || !algs.length) continue;
+        tried.add(type);
+        try {
+          return await this.connectOnce(algs, seen);
+        } catch (e2) {
+          if (!(e2 instanceof HostKeyError)) throw e2;
+        }
+      }
+      const offered = seen.keys.map((k) => ({ type: keyTypeOf(k), fingerprint: fingerprintOf(k) }));
+      if (offered.length < 2) throw e;
+      throw new HostKeyError(this.label, `host key does not match the pinned hostKey - none of the host's ${offered.length} keys is the pinned one: the key changed or this is another machine`, offered[0]?.fingerprint ?? '', offered);
+    }
+  }
+
+  /** One connection attempt. Whatever fails, the TCP socket is destroyed (sshd would hold it until LoginGraceTime). */
+  private connectOnce(serverHostKey: string[] | undefined, seen: Handshake): Promise<Client> {
     return new Promise<Client>((resolve, reject) => {
       const sock: Socket = tcpConnect({ host: this.ep.host, port: this.ep.port });
       sock.on('data', (b: Buffer) => {
@@ -146,15 +186,23 @@ export class SshTransport implements HostTransport {
       const client = new Client();
       let keyError: HostKeyError | undefined;
       let ready = false;
+      let failed = false;
+      const fail = (e: unknown): void => {
+        if (ready || failed) return;
+        failed = true;
+        sock.destroy();
+        reject(e);
+      };
       client.on('ready', () => {
         ready = true;
         resolve(client);
       });
-      client.on('error', (err) => {
-        if (!ready) reject(keyError ?? new HostUnreachableError(this.label, err.message, { cause: err }));
+      client.on('error', (err: Error & { level?: string }) => {
+        if (err.level === 'client-authentication') fail(new SshAuthError(this.label, this.ep.user, this.ep.keyFile, this.ep.hostFile ? ` in ${this.ep.hostFile}` : ' in the host file', { cause: err }));
+        else fail(keyError ?? new HostUnreachableError(this.label, err.message, { cause: err }));
       });
       client.on('close', () => {
-        if (!ready) reject(keyError ?? new HostUnreachableError(this.label, 'connection closed during the handshake'));
+        fail(keyError ?? new HostUnreachableError(this.label, 'connection closed during the handshake'));
         // A dropped connection is replaced on next use (unless a newer one already replaced it).
         const current = this.client;
         if (ready && current) {
@@ -163,23 +211,47 @@ export class SshTransport implements HostTransport {
           }, () => undefined);
         }
       });
-      client.connect({
-        sock,
-        username: this.ep.user,
-        ...(this.ep.privateKey ? { privateKey: this.ep.privateKey } : {}),
-        readyTimeout: this.ep.connectTimeoutMs ?? 15_000,
-        keepaliveInterval: 5000,
-        keepaliveCountMax: 3,
-        hostVerifier: (key: Buffer) => {
-          try {
-            checkHostKey(this.label, this.ep.host, this.ep.port, key, this.ep.pin);
-            return true;
-          } catch (e) {
-            keyError = e as HostKeyError;
-            return false;
-          }
-        },
-      });
+      try {
+        client.connect({
+          sock,
+          username: this.ep.user,
+          ...(this.ep.privateKey ? { privateKey: this.ep.privateKey } : {}),
+          ...(serverHostKey ? { algorithms: { serverHostKey: serverHostKey as never } } : {}),
+          readyTimeout: this.ep.connectTimeoutMs ?? 15_000,
+          keepaliveInterval: 5000,
+          keepaliveCountMax: 3,
+          // The host-key algorithms the server offers are only visible in ssh2's debug output.
+          debug: (line: string) => {
+            const m = /^Handshake: \(remote\) Host key format: (.*)$/.exec(line);
+            if (m?.[1]) seen.offered = m[1].split(',');
+          },
+          hostVerifier: (key: Buffer) => {
+            seen.keys.push(key);
+            try {
+              checkHostKey(this.label, this.ep.host, this.ep.port, key, this.ep.pin);
+              return true;
+            } catch (e) {
+              keyError = e as HostKeyError;
+              return false;
+            }
+          },
+        });
+      } catch (e) {
+        fail(e);
+      }
     });
   }
 }
+
+/** What a handshake showed: the host-key algorithms the server offers, the keys it presented. */
+interface Handshake {
+  offered: string[];
+  keys: Buffer[];
+}
+
+function supported(algorithms: string[]): string[] {
+  return algorithms.filter((a) => SUPPORTED_HOST_KEY_ALGORITHMS.includes(a));
+}
+
+/** What ssh2 can verify (its DEFAULT_SERVER_HOST_KEY; ed25519 needs OpenSSL support, present in Node 20). */
+const SUPPORTED_HOST_KEY_ALGORITHMS = ['ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'];

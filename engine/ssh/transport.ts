@@ -40,6 +40,21 @@ export class HostUnreachableError extends DrError {
   }
 }
 
+/**
+ * sshd refused the login (wrong user, key not in authorized_keys, no key configured). Final:
+ * a retry sends the same key again. A configuration error: nothing was changed.
+ */
+export class SshAuthError extends DrError {
+  readonly code = 'SSH_AUTH';
+  readonly exitCode = ExitCode.usage;
+  constructor(label: string, user: string, keyFile: string | undefined, where: string, options?: { cause?: unknown }) {
+    super(keyFile
+      ? `${label}: authentication failed - the host did not accept the key in ssh.keyFile ${keyFile} for user ${user}`
+      : `${label}: authentication failed for user ${user} - no ssh.keyFile is configured`,
+    `check ssh.user and ssh.keyFile${where}, and that the public half of the key is in ~${user}/.ssh/authorized_keys on the host (\`ssh -i KEYFILE -p PORT ${user}@HOST true\` shows the same)`, options);
+  }
+}
+
 export class RemoteCommandError extends DrError {
   readonly code = 'REMOTE_COMMAND';
   readonly exitCode = ExitCode.failed;

@@ -14,11 +14,21 @@ export interface DomainDisk {
   format: string;
 }
 
+/** What a network interface plugs into on the host: it must exist there for the VM to start. */
+export interface DomainNetworkLink {
+  /** 'network': a libvirt network; 'bridge': a host bridge; 'direct': a host NIC (macvtap). */
+  type: 'network' | 'bridge' | 'direct';
+  name: string;
+}
+
 export interface DomainInfo {
   name: string;
   uuid: string;
   disks: DomainDisk[];
   hasAgentChannel: boolean;
+  links: DomainNetworkLink[];
+  /** The UEFI variable store (pflash NVRAM) file of the VM, if it has one. */
+  nvram?: string;
 }
 
 const DISK_RE = /<disk\b([^>]*)>([\s\S]*?)<\/disk>/g;
@@ -42,20 +52,42 @@ export function parseDomain(xml: string): DomainInfo {
     const source = attr(src, 'file') ?? attr(src, 'dev');
     disks.push({ dev, type: attr(head, 'type') ?? 'file', ...(source ? { source } : {}), format: attr(driver, 'type') ?? 'raw' });
   }
-  return { name: unescapeXml(name), uuid, disks, hasAgentChannel: /<channel\b[\s\S]*?name=['"]org\.qemu\.guest_agent\.0['"]/.test(xml) };
+  const links: DomainNetworkLink[] = [];
+  for (const m of xml.matchAll(INTERFACE_RE)) {
+    const type = attr(m[1] ?? '', 'type');
+    const src = /<source\b[^>]*>/.exec(m[2] ?? '')?.[0] ?? '';
+    const name = type === 'network' ? attr(src, 'network') : type === 'bridge' ? attr(src, 'bridge') : type === 'direct' ? attr(src, 'dev') : undefined;
+    if (name && (type === 'network' || type === 'bridge' || type === 'direct')) links.push({ type, name: unescapeXml(name) });
+  }
+  const nv = NVRAM_RE.exec(xml);
+  const nvram = nv ? (attr(/<source\b[^>]*>/.exec(nv[3] ?? '')?.[0] ?? '', 'file') ?? (nv[3]?.trim() || undefined)) : undefined;
+  return {
+    name: unescapeXml(name), uuid, disks, hasAgentChannel: /<channel\b[\s\S]*?name=['"]org\.qemu\.guest_agent\.0['"]/.test(xml), links,
+    ...(nvram && !nvram.startsWith('<') ? { nvram: unescapeXml(nvram) } : {}),
+  };
 }
+
+const INTERFACE_RE = /<interface\b([^>]*)>([\s\S]*?)<\/interface>/g;
+/** `<nvram template='…'>PATH</nvram>`, `<nvram type='file'><source file='PATH'/></nvram>` or `<nvram …/>`. */
+const NVRAM_RE = /<nvram\b([^>]*?)(\/>|>([\s\S]*?)<\/nvram>)/;
 
 export interface RewriteOptions {
   name: string;
   /** dev → new image path (qcow2). */
   diskPaths: Map<string, string>;
   noNetwork?: boolean;
+  /**
+   * The new VM's own UEFI variable store. Without it the path is dropped, so libvirt creates
+   * NAME_VARS.fd from the template at define/start. Never the original VM's file: a shared
+   * vars file is deleted by `virsh undefine COPY --nvram` and written by two running VMs.
+   */
+  nvramPath?: string;
 }
 
 /**
  * A new identity from a stored XML: new name, no UUID (libvirt assigns one), no MAC
- * addresses (libvirt generates new ones), disks pointing at the restored images, optionally
- * without network interfaces. Everything else (CPU, memory, devices) stays as it was.
+ * addresses (libvirt generates new ones), disks pointing at the restored images, its own
+ * UEFI NVRAM file, optionally without network interfaces. Everything else (CPU, memory, devices) stays as it was.
  */
 export function rewriteForNewVm(xml: string, o: RewriteOptions): string {
   let out = xml.replace(/<name>[^<]*<\/name>/, `<name>${escapeXml(o.name)}</name>`);
@@ -78,6 +110,11 @@ export function rewriteForNewVm(xml: string, o: RewriteOptions): string {
       return `${pre}'${path.slice(0, slash + 1)}${escapeXml(o.name)}-${path.slice(slash + 1)}'`;
     })));
   if (o.noNetwork) out = out.replace(/\s*<interface\b[\s\S]*?<\/interface>/g, '');
+  out = out.replace(NVRAM_RE, (_whole, attrs: string) => {
+    // Keep template and format attributes; type='file'/'network' belong to a <source> we drop.
+    const keep = attrs.replace(/\s+type=(['"])[^'"]*\1/, '');
+    return o.nvramPath ? `<nvram${keep}>${escapeXml(o.nvramPath)}</nvram>` : `<nvram${keep}/>`;
+  });
   return out;
 }
 

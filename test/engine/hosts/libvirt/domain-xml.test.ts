@@ -48,3 +48,45 @@ test('rewriteForNewVm: new name, no UUID, no MAC, restored qcow2 disks, own seri
   t.regex(out, /<interface/);
   t.notRegex(rewriteForNewVm(XML, { name: 'x', diskPaths: new Map(), noNetwork: true }), /<interface/);
 });
+
+const UEFI = `<domain type='kvm'>
+  <name>win01</name>
+  <uuid>0b6e2f4c-3c55-4d0a-8f4e-1a2b3c4d5e6f</uuid>
+  <os>
+    <type arch='x86_64' machine='pc-q35-8.2'>hvm</type>
+    <loader readonly='yes' secure='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader>
+    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/var/lib/libvirt/qemu/nvram/win01_VARS.fd</nvram>
+  </os>
+  <devices>
+    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:cc'/>
+      <source bridge='br0'/>
+    </interface>
+    <interface type='network'>
+      <source network='default'/>
+    </interface>
+    <interface type='user'>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+</domain>`;
+
+test('parseDomain reports the NVRAM file and what the interfaces plug into', (t) => {
+  const d = parseDomain(UEFI);
+  t.is(d.nvram, '/var/lib/libvirt/qemu/nvram/win01_VARS.fd');
+  t.deepEqual(d.links, [{ type: 'bridge', name: 'br0' }, { type: 'network', name: 'default' }]);
+  t.is(parseDomain(XML).nvram, undefined);
+  t.is(parseDomain(`<domain><os><nvram type='file' template='/t.fd'><source file='/n/x_VARS.fd'/></nvram></os></domain>`).nvram, '/n/x_VARS.fd');
+});
+
+test('rewriteForNewVm never keeps the original NVRAM path: its own copy, or none so libvirt makes one from the template', (t) => {
+  const own = rewriteForNewVm(UEFI, { name: 'win01-drill', diskPaths: new Map(), nvramPath: '/srv/vm/win01-drill_VARS.fd' });
+  t.regex(own, /<nvram template='\/usr\/share\/OVMF\/OVMF_VARS_4M\.ms\.fd'>\/srv\/vm\/win01-drill_VARS\.fd<\/nvram>/);
+  t.regex(own, /<loader readonly='yes' secure='yes' type='pflash'>\/usr\/share\/OVMF\/OVMF_CODE_4M\.ms\.fd<\/loader>/);
+  const fresh = rewriteForNewVm(UEFI, { name: 'win01-drill', diskPaths: new Map() });
+  t.regex(fresh, /<nvram template='\/usr\/share\/OVMF\/OVMF_VARS_4M\.ms\.fd'\/>/);
+  for (const out of [own, fresh]) t.false(out.includes('win01_VARS.fd'));
+  // the newer form with a <source> child
+  const typed = rewriteForNewVm(`<domain><os><nvram type='file' template='/t.fd'><source file='/n/x_VARS.fd'/></nvram></os></domain>`, { name: 'y', diskPaths: new Map() });
+  t.is(typed, `<domain><os><nvram template='/t.fd'/></os></domain>`);
+});
