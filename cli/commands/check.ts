@@ -2,22 +2,26 @@ import { checkRepository, startCodecPool } from '../../engine/repo/index.js';
 import { walkFilesForCheck } from '../../engine/restore/index.js';
 import { ExitCode } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
 
-type Opts = RepoOptions & OutputOptions & { readData?: boolean };
+type Opts = RepoOptions & OutputOptions & { readData?: boolean; lockWait?: string };
 
 export const checkCommand: CommandSpec<Opts> = {
   name: 'check',
   summary: 'verify the repository structure; with --read-data also re-hash every stored chunk',
-  options: [{ flags: '--read-data', description: 'read every pack and verify every chunk (names the points and files / disk ranges a damaged chunk affects)' }],
-  exitCodes: '0 no problems · 1 problems found (listed, with the affected points) · 2 no repository',
+  options: [
+    { flags: '--read-data', description: 'read every pack and verify every chunk (names the points and files / disk ranges a damaged chunk affects)' },
+    lockWaitOption(),
+  ],
+  exitCodes: '0 no problems · 1 problems found (listed, with the affected points), or the repository stayed locked (--lock-wait) · 2 no repository',
   async run(ctx: CliContext, opts: Opts) {
+    const lockWait = cliLockWait(ctx, opts, { readOnly: true });
     if (opts.readData) startCodecPool(); // its workers start while the repository opens
     const repo = await openRepo(ctx, opts);
-    const lock = await repo.lock('shared', 'drctl check', cliLockWait(ctx, opts));
+    const lock = await repo.lock('shared', 'drctl check', lockWait);
     const progress = progressLine(ctx, opts);
     const t0 = performance.now();
     let report;

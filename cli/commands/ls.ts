@@ -7,11 +7,11 @@ import { UsageError } from '../../engine/errors.js';
 import type { TreeEntry } from '../../engine/repo/index.js';
 import { normalizeInclude, planRestore } from '../../engine/restore/index.js';
 import { printJson, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import { bytes, printable } from '../format.js';
 import type { CommandSpec } from '../command.js';
 
-type Opts = RepoOptions & OutputOptions & { name?: string; long?: boolean };
+type Opts = RepoOptions & OutputOptions & { name?: string; long?: boolean; lockWait?: string };
 
 export const lsCommand: CommandSpec<Opts> = {
   name: 'ls',
@@ -20,10 +20,12 @@ export const lsCommand: CommandSpec<Opts> = {
   options: [
     { flags: '--name <name>', description: 'with `latest`: the newest point of this name' },
     { flags: '-l, --long', description: 'also mode, owner, size and modification time' },
+    lockWaitOption(),
   ],
-  exitCodes: '0 listed · 2 bad arguments, no repository, no such point or path',
+  exitCodes: '0 listed · 1 the repository stayed locked (--lock-wait) · 2 bad arguments, no repository, no such point or path',
   async run(ctx: CliContext, opts: Opts, args: string[]) {
     const [spec, ...paths] = args;
+    const lockWait = cliLockWait(ctx, opts, { readOnly: true });
     const repo = await openRepo(ctx, opts);
     const point = await repo.resolvePoint(spec as string, opts.name);
     if (point.kind === 'vm') {
@@ -33,7 +35,7 @@ export const lsCommand: CommandSpec<Opts> = {
       else for (const d of disks) ctx.stdout.write(`${d.disk}  ${bytes(d.sizeBytes)}  ${d.format}\n`);
       return 0;
     }
-    const lock = await repo.lock('shared', `drctl ls ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+    const lock = await repo.lock('shared', `drctl ls ${point.id.slice(0, 12)}`, lockWait);
     let items;
     try {
       items = await planRestore(repo, point, paths);

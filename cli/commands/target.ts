@@ -7,13 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { readdir, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { displayPath, loadConfig, type TargetConfig } from '../../policies/config.js';
-import { ExitCode, UsageError, errnoCode, isDrError } from '../../engine/errors.js';
+import { ExitCode, TargetIoError, UsageError, errnoCode, isDrError } from '../../engine/errors.js';
 import { Keys, Repository } from '../../engine/repo/index.js';
 import { openLocalTarget } from '../../targets/index.js';
-import { execFile } from '../../engine/runtime/index.js';
 import {
-  acquireVolume, attachedState, chooseStrategy, detachVolume, probeDevice, probePortal, withBlockDevice,
-  IscsiAttachError, type IscsiTargetConfig,
+  acquireVolume, chooseStrategy, describeUsers, detachVolume, formatLun, inspectTargetLun, probePortal, IscsiInUseError, type IscsiTargetConfig,
 } from '../../targets/iscsi/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
 import { configDir, type ConfigOptions } from '../config-option.js';
@@ -21,7 +19,7 @@ import { stateDir, type StateOptions } from '../wiring.js';
 import { bytes } from '../format.js';
 import type { CommandSpec } from '../command.js';
 
-type Opts = ConfigOptions & StateOptions & OutputOptions & { format?: boolean; force?: boolean };
+type Opts = ConfigOptions & StateOptions & OutputOptions & { format?: boolean; force?: boolean; mount?: boolean };
 
 async function loadTarget(ctx: CliContext, opts: Opts, name: string | undefined): Promise<TargetConfig> {
   const dir = configDir(ctx, opts);
@@ -78,32 +76,32 @@ export const targetTestCommand: CommandSpec<Opts> = {
     if (!reach) {
       try {
         report.strategy = await chooseStrategy(t);
-        const already = await attachedState(t, stateDir(ctx, opts));
-        report.attached = !!already;
-        const info = already
-          ? { filesystem: t.filesystem, sizeBytes: await deviceSize(already.device) }
-          : await withBlockDevice(t, stateDir(ctx, opts), async (device) => ({ filesystem: await probeDevice(device), sizeBytes: await deviceSize(device) }));
+        const lun = await inspectTargetLun(t, stateDir(ctx, opts));
+        report.attached = lun.attached ?? false;
         report.login = 'ok';
         report.chap = t.chap ? 'accepted' : 'not configured';
-        report.filesystem = info.filesystem || 'none';
-        report.sizeBytes = info.sizeBytes;
-        if (info.filesystem === t.filesystem) {
+        report.filesystem = lun.filesystem;
+        report.sizeBytes = lun.sizeBytes;
+        if (lun.multiMountProtection !== undefined) report.multiMountProtection = lun.multiMountProtection;
+        if (lun.problem) Object.assign(report, { error: lun.problem.message, hint: lun.problem.hint });
+        if (!lun.problem && lun.attached !== 'block') {
           const s = await withMounted(t, stateDir(ctx, opts), () => space(t.mountpoint));
           Object.assign(report, { freeBytes: s.freeBytes, filesystemBytes: s.sizeBytes });
         }
       } catch (e) {
-        report.login = /authentication failed/.test((e as Error).message) ? 'authentication failed' : 'failed';
+        // In use elsewhere (another target name, state folder): refused before any login.
+        if (report.login === undefined) report.login = e instanceof IscsiInUseError ? 'skipped' : /authentication failed/.test((e as Error).message) ? 'authentication failed' : 'failed';
         report.error = (e as Error).message;
+        if (isDrError(e) && e.hint) report.hint = e.hint;
       }
     }
     const ok = !report.error && report.filesystem === t.filesystem;
-    if (!report.error && report.filesystem !== t.filesystem) report.error = `LUN holds ${String(report.filesystem)}, expected ${t.filesystem} - format it with \`drctl target format ${t.name} --format\``;
     if (opts.json) printJson(ctx, { ...report, ok });
     else {
       say(ctx, opts, `target ${t.name}: portal ${t.portal} ${report.reachable ? `reachable (${String(report.connectMs)} ms)` : 'UNREACHABLE'}`);
       if (report.login) say(ctx, opts, `  login ${String(report.login)} (CHAP ${t.chap ? `user ${t.chap.user}` : 'off'}, ${String(report.strategy)} attach)`);
-      if (report.sizeBytes !== undefined) say(ctx, opts, `  LUN ${t.lun}: ${bytes(Number(report.sizeBytes))}, filesystem ${String(report.filesystem)}${report.freeBytes !== undefined ? `, ${bytes(Number(report.freeBytes))} free` : ''}`);
-      if (report.error) ctx.stderr.write(`drctl: target ${t.name}: ${String(report.error).replace(`target ${t.name}: `, '')}\n`);
+      if (report.sizeBytes !== undefined) say(ctx, opts, `  LUN ${t.lun}: ${bytes(Number(report.sizeBytes))}, filesystem ${String(report.filesystem)}${report.multiMountProtection === false ? ' (no multi-mount protection)' : ''}${report.freeBytes !== undefined ? `, ${bytes(Number(report.freeBytes))} free` : ''}${report.attached === 'block' ? ', attached without mounting' : ''}`);
+      if (report.error) ctx.stderr.write(`drctl: target ${t.name}: ${String(report.error).replace(`target ${t.name}: `, '')}${report.hint ? ` (${String(report.hint)})` : ''}\n`);
     }
     return ok ? ExitCode.ok : ExitCode.failed;
   },
@@ -127,14 +125,9 @@ interface LocalCheck {
  * then), on a volume it can write to.
  */
 async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Promise<LocalCheck> {
+  const problem = await localPathProblem(t);
+  if (problem) return { ok: false, problems: [problem] };
   const path = t.path;
-  const st = await stat(path).catch((e: unknown) => e as Error);
-  if (st instanceof Error) {
-    return { ok: false, problems: [errnoCode(st) === 'ENOENT'
-      ? `${path} does not exist - mount its volume if it lives on one, or create the repository with \`drctl init --target ${t.name}\``
-      : `${path} cannot be read - ${st.message} - check that drctl may read it and that its volume is healthy`] };
-  }
-  if (!st.isDirectory()) return { ok: false, problems: [`${path} is not a folder - set path: to the folder that holds (or will hold) the repository`] };
   const out: LocalCheck = { ok: false, problems: [] };
   await inspectRepository(path, out);
   await probeWrite(path, out);
@@ -142,6 +135,19 @@ async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Pr
   if (s) Object.assign(out, { freeBytes: s.freeBytes, sizeBytes: s.sizeBytes });
   out.ok = out.problems.length === 0;
   return out;
+}
+
+/** A missing path, one that cannot be read, or not a folder: one line, what is wrong then what to do. */
+async function localPathProblem(t: Extract<TargetConfig, { type: 'local' }>): Promise<string | undefined> {
+  const path = t.path;
+  const st = await stat(path).catch((e: unknown) => e as Error);
+  if (st instanceof Error) {
+    return errnoCode(st) === 'ENOENT'
+      ? `${path} does not exist - mount its volume if it lives on one, or create the repository with \`drctl init --target ${t.name}\``
+      : `${path} cannot be read - ${st.message} - check that drctl may read it and that its volume is healthy`;
+  }
+  if (!st.isDirectory()) return `${path} is not a folder - set path: to the folder that holds (or will hold) the repository`;
+  return undefined;
 }
 
 async function inspectRepository(path: string, out: LocalCheck): Promise<void> {
@@ -195,36 +201,49 @@ async function probeWrite(path: string, out: LocalCheck): Promise<void> {
   }
 }
 
-async function deviceSize(device: string): Promise<number | undefined> {
-  const r = await execFile('blockdev', ['--getsize64', device]);
-  return r.code === 0 ? Number(r.stdout.trim()) : undefined;
-}
-
 export const targetAttachCommand: CommandSpec<Opts> = {
-  name: 'target attach', args: '<name>', ...common,
+  name: 'target attach', args: '<name>',
+  options: [
+    { flags: '--no-mount', description: 'attach the LUN\'s block device only and print it (to repair its filesystem by hand); `target detach` releases it' },
+    { flags: '--force', description: 'an ext4 without multi-mount protection whose journal needs recovery: replay it (say so only when no other machine has it mounted)' },
+  ],
   summary: 'attach an iSCSI target: log in, check the filesystem and mount it (stays attached until `target detach`)',
-  exitCodes: '0 attached (or already attached) · 1 attach failed (authentication, portal, filesystem) · 2 unknown or invalid target',
+  exitCodes: '0 attached (or already attached) · 1 attach failed (authentication, portal, filesystem, in use elsewhere) · 2 unknown or invalid target',
   async run(ctx, opts, args) {
     const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'attach');
-    const lease = await acquireVolume(t, stateDir(ctx, opts), { manual: true });
+    if (opts.mount === false) {
+      const lease = await acquireVolume(t, stateDir(ctx, opts), { manual: true, mount: false });
+      if (opts.json) printJson(ctx, { target: t.name, attached: true, mounted: false, strategy: lease.state.strategy, device: lease.state.device });
+      else say(ctx, opts, `target ${t.name}: LUN ${t.lun} of ${t.iqn} at ${t.portal} attached without mounting as ${lease.state.device} - repair or inspect it there (e.g. \`e2fsck -f ${lease.state.device}\`), then \`drctl target detach ${t.name}\``);
+      return ExitCode.ok;
+    }
+    const lease = await acquireVolume(t, stateDir(ctx, opts), { manual: true, ...(opts.force ? { force: true } : {}) });
     const s = await space(t.mountpoint);
-    const info = { target: t.name, attached: true, strategy: lease.state.strategy, device: lease.state.device, mountpoint: t.mountpoint, ...s };
+    const info = { target: t.name, attached: true, mounted: true, strategy: lease.state.strategy, device: lease.state.device, mountpoint: t.mountpoint, ...(lease.state.mmp !== undefined ? { multiMountProtection: lease.state.mmp } : {}), ...s };
     if (opts.json) printJson(ctx, info);
-    else say(ctx, opts, `target ${t.name}: LUN ${t.lun} of ${t.iqn} at ${t.portal} mounted on ${t.mountpoint} (${lease.state.strategy}, ${lease.state.device}), ${bytes(s.freeBytes)} free of ${bytes(s.sizeBytes)}`);
+    else {
+      say(ctx, opts, `target ${t.name}: LUN ${t.lun} of ${t.iqn} at ${t.portal} mounted on ${t.mountpoint} (${lease.state.strategy}, ${lease.state.device}), ${bytes(s.freeBytes)} free of ${bytes(s.sizeBytes)}`);
+      if (lease.state.mmp === false && t.filesystem === 'ext4') {
+        ctx.stderr.write(`drctl: note: target ${t.name}: its ext4 has no multi-mount protection, so nothing stops another machine from mounting it at the same time (which corrupts it) - see README "Shared LUNs" to enable it\n`);
+      }
+    }
     return ExitCode.ok;
   },
 };
 
 export const targetDetachCommand: CommandSpec<Opts> = {
   name: 'target detach', args: '<name>',
-  options: [{ flags: '--force', description: 'detach even while jobs use the volume (they fail)' }],
-  summary: 'unmount and log out of an iSCSI target; safe after a crash (cleans up what is left)',
-  exitCodes: '0 detached (or was not attached) · 1 in use by a running job, or cleanup failed · 2 unknown or invalid target',
+  options: [{ flags: '--force', description: 'detach even while jobs or other processes use the volume (they fail with I/O errors)' }],
+  summary: 'unmount and log out of an iSCSI target; refuses while anything uses it; safe after a crash (cleans up what is left)',
+  exitCodes: '0 detached (or was not attached) · 1 in use (the processes are named; it stays attached), mounted by another state folder, or cleanup failed · 2 unknown or invalid target',
   async run(ctx, opts, args) {
     const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'detach');
     const r = await detachVolume(t, stateDir(ctx, opts), { force: !!opts.force });
-    if (opts.json) printJson(ctx, { target: t.name, detached: true, wasAttached: r.wasAttached });
+    if (opts.json) printJson(ctx, { target: t.name, detached: true, wasAttached: r.wasAttached, ...(r.forcedUsers.length ? { forcedUsers: r.forcedUsers } : {}) });
     else say(ctx, opts, r.wasAttached ? `target ${t.name}: detached` : `target ${t.name}: was not attached`);
+    if (r.forcedUsers.length && !opts.json) {
+      ctx.stderr.write(`drctl: warning: target ${t.name} was detached while in use: ${describeUsers(r.forcedUsers)} - they now fail with I/O errors\n`);
+    }
     return ExitCode.ok;
   },
 };
@@ -233,33 +252,19 @@ export const targetFormatCommand: CommandSpec<Opts> = {
   name: 'target format', args: '<name>',
   options: [
     { flags: '--format', description: 'really create the filesystem (required: formatting erases the LUN)' },
-    { flags: '--force', description: 'also when the LUN already holds a filesystem or partition table (erases it)' },
+    { flags: '--force', description: 'also when the LUN holds a filesystem, a partition table or any data (erases it)' },
   ],
-  summary: 'create the target\'s filesystem (ext4 or xfs) on its LUN; refuses a LUN that holds data unless --force',
-  exitCodes: '0 formatted · 1 attach or mkfs failed · 2 no --format, the LUN holds data (no --force), attached, or unknown target',
+  summary: 'create the target\'s filesystem (ext4 with multi-mount protection, or xfs) on its LUN; refuses a LUN that holds data unless --force',
+  exitCodes: '0 formatted · 1 attach or mkfs failed, or the filesystem is mounted on this machine · 2 no --format, the LUN holds data (no --force), attached, or unknown target',
   async run(ctx, opts, args) {
     const t = iscsiOnly(await loadTarget(ctx, opts, args[0]), 'format');
     if (!opts.format) throw new UsageError(`target ${t.name}: formatting erases LUN ${t.lun} of ${t.iqn} at ${t.portal} - nothing was done`, `add --format to create an empty ${t.filesystem} filesystem`);
-    const result = await withBlockDevice(t, stateDir(ctx, opts), async (device) => {
-      const found = await probeDevice(device);
-      if (found && !opts.force) {
-        throw new UsageError(`target ${t.name}: LUN ${t.lun} of ${t.iqn} already holds ${found} - refusing to format it`, 'add --force to erase it (every point on it is lost)');
-      }
-      if (found) await mustRun(t, 'wipefs', ['--all', '--quiet', device]);
-      if (t.filesystem === 'ext4') await mustRun(t, 'mkfs.ext4', ['-F', '-q', '-L', 'drctl', '-E', 'nodiscard', device]);
-      else await mustRun(t, 'mkfs.xfs', ['-f', '-q', '-K', '-L', 'drctl', device]);
-      return { erased: found || undefined, sizeBytes: await deviceSize(device) };
-    });
+    const result = await formatLun(t, stateDir(ctx, opts), { force: !!opts.force });
     if (opts.json) printJson(ctx, { target: t.name, formatted: true, filesystem: t.filesystem, ...result });
-    else say(ctx, opts, `target ${t.name}: LUN ${t.lun} formatted ${t.filesystem}${result.erased ? ` (erased ${result.erased})` : ''}${result.sizeBytes ? `, ${bytes(result.sizeBytes)}` : ''}; \`drctl target attach ${t.name}\` mounts it`);
+    else say(ctx, opts, `target ${t.name}: LUN ${t.lun} formatted ${t.filesystem}${result.mmp ? ' with multi-mount protection' : ''}${result.erased ? ` (erased ${result.erased})` : ''}${result.sizeBytes ? `, ${bytes(result.sizeBytes)}` : ''}; \`drctl target attach ${t.name}\` mounts it`);
     return ExitCode.ok;
   },
 };
-
-async function mustRun(t: IscsiTargetConfig, cmd: string, args: string[]): Promise<void> {
-  const r = await execFile(cmd, args);
-  if (r.code !== 0) throw new IscsiAttachError(`target ${t.name}: ${cmd} failed - ${(r.stderr || r.stdout).trim().split('\n').at(-1) ?? ''}`, 'check the LUN with `drctl target test`');
-}
 
 export const targetDfCommand: CommandSpec<Opts> = {
   name: 'target df', args: '<name>', ...common,
@@ -268,6 +273,11 @@ export const targetDfCommand: CommandSpec<Opts> = {
   async run(ctx, opts, args) {
     const t = await loadTarget(ctx, opts, args[0]);
     const path = t.type === 'local' ? t.path : t.mountpoint;
+    if (t.type === 'local') {
+      // The same one line `target test` prints for a path that is missing or not a folder.
+      const problem = await localPathProblem(t);
+      if (problem) throw new TargetIoError(`target ${t.name} (${displayPath(t.file)}): ${problem}`);
+    }
     const s = t.type === 'local' ? await space(t.path) : await withMounted(t, stateDir(ctx, opts), () => space(t.mountpoint));
     if (opts.json) printJson(ctx, { target: t.name, path, ...s });
     else say(ctx, opts, `target ${t.name} (${path}): ${bytes(s.sizeBytes)} size, ${bytes(s.usedBytes)} used, ${bytes(s.freeBytes)} free`);

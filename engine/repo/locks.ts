@@ -4,11 +4,15 @@
  * holder runs. A lock is stale — and removed by the next process that meets it — when its
  * holder is on this host and the pid is gone (kill -9), or when its heartbeat is older than
  * STALE_AFTER_MS (a holder on another host that died). Nobody ever has to remove a lock by hand.
+ *
+ * A repository on a read-only filesystem cannot hold lock files. Commands that only read it may
+ * then go on without one (LockWait.onReadOnly); a writer on this host cannot change it either,
+ * though a host that mounts the same volume read-write still could.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Keys } from './format.js';
-import { InterruptedError, RepositoryLockedError } from '../errors.js';
+import { InterruptedError, RepositoryLockedError, TargetIoError, hasErrno } from '../errors.js';
 import type { Clock } from '../runtime/clock.js';
 import type { TargetDriver } from '../../targets/types.js';
 
@@ -45,6 +49,14 @@ export interface LockWait {
   /** Lock ids of this process that never conflict (prune upgrading its own lock). */
   ignore?: string[];
   signal?: AbortSignal;
+  /**
+   * Set by commands that only read (ls, check, restore), for a shared lock: when the lock file
+   * cannot be written because the repository's filesystem is read-only (EROFS: a snapshot, an
+   * offsite copy, a spare node mounting the volume ro), the command goes on without a lock.
+   * This is called once, and the Lock returned holds nothing (its id is ''). Without it, a
+   * read-only filesystem fails the lock with a TargetIoError saying so.
+   */
+  onReadOnly?: () => void;
 }
 
 function conflicts(mine: LockKind, theirs: LockKind): boolean {
@@ -72,7 +84,17 @@ export async function acquireLock(target: TargetDriver, kind: LockKind, command:
   try {
     for (let attempt = 0; ; attempt++) {
       if (!present) {
-        await write();
+        try {
+          await write();
+        } catch (e) {
+          if (!hasErrno(e, 'EROFS')) throw e;
+          if (kind === 'shared' && wait.onReadOnly) {
+            clearInterval(timer); // set if the filesystem turned read-only while this waited
+            wait.onReadOnly();
+            return { id: '', release: async () => undefined };
+          }
+          throw readOnlyError(target.location, command, e);
+        }
         present = true;
         timer ??= setInterval(() => void write().catch(() => undefined), HEARTBEAT_MS);
         timer.unref();
@@ -110,14 +132,27 @@ function older(startedAt: string, id: string, other: LockRecord & { id?: string 
   return startedAt < other.startedAt || (startedAt === other.startedAt && id < (other.id ?? ''));
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts; leaves no listener on `signal` either way. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
+    if (signal?.aborted) return resolve();
+    // A wait polls many times on one signal: a listener left per poll passes Node's limit of
+    // 10 (MaxListenersExceededWarning after ~10 s) and keeps every timer's closure alive.
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    }
+    signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/** A command that writes met a read-only repository: say so plainly, and what still works. */
+function readOnlyError(location: string, command: string, cause: unknown): TargetIoError {
+  return new TargetIoError(`cannot lock repository ${location} for \`${command}\` - its filesystem is read-only (EROFS)`,
+    'this command writes to the repository: mount it read-write (a volume the kernel remounted read-only after I/O errors needs a check first); ls, points, check and restore work on a read-only repository',
+    { cause });
 }
 
 async function findConflict(target: TargetDriver, ignore: Set<string>, kind: LockKind, clock: Clock): Promise<(LockRecord & { id: string }) | undefined> {

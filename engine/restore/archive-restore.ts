@@ -7,9 +7,15 @@
  * Streaming: chunks are fetched (and verified) a bounded window ahead of the writer, in
  * archive order, and flow through with backpressure; the archive is written to a temporary
  * name next to the destination and renamed into place only when complete.
+ *
+ * Failing or interrupted (Ctrl-C, SIGTERM, a damaged chunk, a full volume): every error ends up
+ * in one place, which removes the temporary archive and rethrows. No error may reach a stream
+ * without an 'error' listener or a promise nobody awaits: Node would end the process with a
+ * stack trace and leave the temporary file behind. Only a kill -9 or a power cut leaves one;
+ * the next restore to the same destination names it.
  */
 import { once } from 'node:events';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,7 +25,7 @@ import { pack as tarPack, type Header as TarHeader, type Pack as TarPack } from 
 import { fsp, makeDirs, type FileHandle } from '../runtime/fs.js';
 import type { Repository } from '../repo/repository.js';
 import type { TreeEntry } from '../repo/tree.js';
-import { DestinationExistsError, InterruptedError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
+import { DestinationExistsError, IntegrityError, InterruptedError, TargetIoError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import type { PlanItem } from './files-plan.js';
 import { locateBlobs, readBlobs } from './pack-fetch.js';
 import type { BlobLocation } from '../repo/index-store.js';
@@ -28,6 +34,14 @@ import type { RestoreFilesOptions, RestoreFilesResult } from './files-restore.js
 import { utimeArg } from './file-meta.js';
 
 export type ArchiveFormat = 'zip' | 'tar' | 'tgz';
+
+export interface ArchiveRestoreOptions extends RestoreFilesOptions {
+  /** A note for the operator, one line (stderr): a partial archive left by an earlier restore. */
+  warn?: (line: string) => void;
+}
+
+/** The temporary name an archive is written to: DEST.partial-<12 hex digits>. */
+const PARTIAL_SUFFIX = /\.partial-[0-9a-f]{12}$/;
 
 /** Chunks are fetched in groups of consecutive chunks (few ranged reads), a few groups ahead. */
 const GROUP_CHUNKS = 256;
@@ -52,10 +66,11 @@ export function archiveFormat(dest: string): ArchiveFormat | undefined {
 /** How an item goes into the archive. */
 type Kind = 'dir' | 'symlink' | 'link' | 'data';
 
-export async function restoreArchive(repo: Repository, planned: PlanItem[], dest: string, format: ArchiveFormat, opts: RestoreFilesOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
+export async function restoreArchive(repo: Repository, planned: PlanItem[], dest: string, format: ArchiveFormat, opts: ArchiveRestoreOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
   const existing = await fsp.lstat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
   if (existing?.isDirectory()) throw new UsageError(`restore destination ${dest} is a folder`, 'give an archive file name, or restore into the folder with a path not ending in .zip/.tar/.tar.gz');
   if (existing && !opts.overwrite) throw new DestinationExistsError(dest);
+  await noteLeftovers(dest, opts.warn);
 
   const { kept: items, skipped } = format === 'zip' ? zipSafe(planned) : { kept: planned, skipped: [] };
   const kinds = classify(items, format);
@@ -91,13 +106,45 @@ export async function restoreArchive(repo: Repository, planned: PlanItem[], dest
     await fsp.rename(tmp, dest);
   } catch (e) {
     await out.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true });
-    await chunks.return?.();
-    throw asDestinationError(e, dest, 'the partial archive was removed');
+    const removed = await fsp.rm(tmp, { force: true }).then(() => true, () => false);
+    await chunks.return?.().catch(() => undefined);
+    const left = removed ? 'the partial archive was removed' : `the partial archive ${tmp} could not be removed: delete it, it is not a whole archive`;
+    if (e instanceof InterruptedError || opts.signal?.aborted) {
+      throw new InterruptedError(`interrupted - restore destination ${dest} was not written (${left})`, 'run the restore again; the repository is unchanged');
+    }
+    throw withOutcome(e, dest, left);
   }
   opts.onProgress?.({ phase: 'restore', doneBytes: totalBytes, totalBytes });
   const dirs = kinds.filter((k) => k === 'dir').length;
   return { files: items.length - dirs, dirs, bytes: totalBytes, dest, ...(skipped.length > 0 ? { skipped } : {}) };
+}
+
+/**
+ * The error of a failed archive restore, saying that `dest` was not written: errors of the
+ * destination as DestinationWriteError; damaged or unreadable repository data keeps its own
+ * class, message and hint, with the outcome added.
+ */
+function withOutcome(e: unknown, dest: string, left: string): unknown {
+  const outcome = `; restore destination ${dest} was not written (${left})`;
+  if (e instanceof IntegrityError) return new IntegrityError(e.message + outcome, { cause: e, hint: e.hint });
+  if (e instanceof TargetIoError) return new TargetIoError(e.message + outcome, e.hint, { cause: e });
+  return asDestinationError(e, dest, left);
+}
+
+/**
+ * Name the temporary archives of earlier restores to `dest` that were killed (kill -9, a power
+ * cut: nothing could remove them). One could also belong to a restore to `dest` running right
+ * now, which nothing here can rule out (it may run on another host), so they are named, not
+ * deleted.
+ */
+async function noteLeftovers(dest: string, warn: ((line: string) => void) | undefined): Promise<void> {
+  if (!warn) return;
+  const prefix = `${basename(dest)}.partial-`;
+  const names = await fsp.readdir(dirname(dest)).catch(() => [] as string[]);
+  const found = names.filter((n) => n.startsWith(prefix) && PARTIAL_SUFFIX.test(n)).sort();
+  if (found.length === 0) return;
+  const more = found.length > 1 ? ` (and ${found.length - 1} more ${prefix}* file${found.length > 2 ? 's' : ''})` : '';
+  warn(`${join(dirname(dest), found[0] as string)}${more} is a partial archive left by an earlier restore that was killed (or by one still running): it is not a whole archive - delete it when no restore to ${dest} runs`);
 }
 
 /**
@@ -193,13 +240,17 @@ function tarTimes(entry: TreeEntry): { mtime: Date; pax?: Record<string, string>
 function tarEntry(pack: TarPack, header: Partial<TarHeader> & { name: string }, data?: AsyncIterable<Buffer>): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const entry = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    // An entry is destroyed with the error of its content, or of the pack when the archive
+    // file fails; both reach the caller through this promise. Unheard, the entry's 'error'
+    // event would end the process.
+    entry.on('error', () => undefined);
     if (!data) return;
     void (async () => {
       for await (const chunk of data) if (!entry.write(chunk)) await once(entry, 'drain');
       entry.end(undefined);
     })().catch((e: unknown) => {
+      reject(e); // first: the cause, not the "tar entry destroyed" the callback then gets
       entry.destroy(e as Error);
-      reject(e);
     });
   });
 }
@@ -209,29 +260,33 @@ async function writeZip(out: FileHandle, items: PlanItem[], kinds: Kind[], conte
   // repository either (media, archives, random data) are stored as they are.
   const archive = new ZipArchive({ zlib: { level: 1, chunkSize: 256 << 10 } });
   const done = pipeline(archive, coalesced(out));
-  done.catch(() => undefined); // awaited below
-  let failed: unknown;
-  archive.on('warning', (e) => {
-    failed ??= e;
-  });
+  // The first failure of an entry's content (archiver does not listen to its sources' errors),
+  // an archiver warning, or the archive file failing: stops the wait for the entry in progress.
+  const stop = new AbortController();
+  const fail = (e: unknown): void => {
+    if (!stop.signal.aborted) stop.abort(e);
+  };
+  done.catch(fail); // and awaited below
+  archive.on('warning', fail);
   try {
     for (let i = 0; i < items.length; i++) {
       const { rel, entry } = items[i] as PlanItem;
       const kind = kinds[i] as Kind;
       const date = new Date(Number(BigInt(entry.mtimeNs) / 1_000_000n));
-      const added = once(archive, 'entry');
+      const added = once(archive, 'entry', { signal: stop.signal });
+      added.catch(() => undefined); // awaited below, unless the content fails before
       if (kind === 'dir') archive.append(Buffer.alloc(0), { name: `${rel}/`, type: 'directory', mode: entry.mode, date });
       else if (kind === 'symlink') archive.symlink(rel, entry.target as string, entry.mode);
       else {
         const data = { name: rel, mode: entry.mode, date, store: incompressible(entry) };
         // One chunk (most files): a buffer entry, which archiver handles with less overhead.
         if ((entry.content?.length ?? 0) <= 1) archive.append(Buffer.concat(await collect(content(entry, rel))), data);
-        else archive.append(Readable.from(content(entry, rel), { objectMode: false }), data);
+        else archive.append(Readable.from(content(entry, rel), { objectMode: false }).on('error', fail), data);
       }
-      await added; // one entry at a time: the prefetch window is the only read-ahead
-      if (failed) throw failed;
+      // One entry at a time: the prefetch window is the only read-ahead.
+      await added.catch((e: unknown) => Promise.reject(stop.signal.aborted ? stop.signal.reason : e));
     }
-    await archive.finalize();
+    await Promise.race([archive.finalize(), done]);
   } catch (e) {
     archive.destroy(e as Error);
     await done.catch(() => undefined);

@@ -2,7 +2,8 @@
  * Worker threads that write restored file content: each gets a range read from a pack (one
  * buffer of stored, still compressed blobs) and a list saying where every blob goes; it
  * decodes and verifies each blob, then
- *   - creates small files whole (O_EXCL|O_NOFOLLOW, write, owner, mode, mtime, close), and
+ *   - creates small files whole (O_EXCL|O_NOFOLLOW, write, owner, mode, mtime, close; larger
+ *     and replacing ones under a temporary name, then named), and
  *   - writes chunks of larger files into descriptors the main thread opened and sized, at
  *     their offsets, skipping all-zero 4 KiB blocks (the file is sized first, so they read
  *     back as zeros and sparse data stays sparse).
@@ -25,7 +26,12 @@ export interface WholeFile {
   mode: number;
   /** utimeArg() of the point's mtime. */
   mtime: string;
-  /** Unlink what is there first (overwrite). */
+  /**
+   * Written under this name, then given `path` when complete (partial-file.ts); without it the
+   * file is created as `path` at once (small files: a few system calls, nothing to rename).
+   */
+  tmp?: string;
+  /** Something is at `path` and is replaced, in one rename of `tmp` over it (overwrite; `tmp` is set). */
   replace: boolean;
   /**
    * The create already gives the file this owner and group, or this mode (created with it):
@@ -68,12 +74,20 @@ export interface WriteBatch {
   blobs: BatchBlob[];
 }
 
+/** `done`: how many WholeFile entries of the batch (in order: blobs, then each blob's files) were written complete. */
 export type WriteReply =
-  | { id: number; ok: true; bytes: number }
-  | { id: number; ok: false; kind: 'integrity'; hash: string; message: string }
+  | { id: number; ok: true; bytes: number; done: number }
+  | { id: number; ok: false; kind: 'integrity'; hash: string; message: string; done: number }
   | { id: number; ok: false; kind: 'pack'; message: string }
   | { id: number; ok: false; kind: 'read'; message: string; code?: string }
-  | { id: number; ok: false; kind: 'fs'; path: string; message: string; code?: string };
+  | { id: number; ok: false; kind: 'fs'; path: string; message: string; code?: string; done: number };
+
+/**
+ * Called once per batch, before write() resolves or rejects, with how many WholeFile entries of
+ * `blobs` (in order: blobs, then each blob's files) are complete under their final names; a
+ * failed batch removed the rest it had started.
+ */
+export type OnWholeFilesDone = (count: number) => void;
 
 export class FileWriters {
   private readonly pool: WorkerPool<WriteReply>;
@@ -83,19 +97,19 @@ export class FileWriters {
   }
 
   /** Write every destination of `blobs` (stored bytes in `data`, which is handed over). Resolves to the file bytes restored. */
-  async write(data: Buffer, blobs: BatchBlob[]): Promise<number> {
+  async write(data: Buffer, blobs: BatchBlob[], onDone: OnWholeFilesDone): Promise<number> {
     // Transfer when `data` is all of its ArrayBuffer; otherwise (a slice of Node's pool) it is copied.
     const own = ownsMemory(data);
     const req: Omit<WriteBatch, 'id'> = { data: data.buffer as ArrayBuffer, base: data.byteOffset, length: data.byteLength, blobs };
-    return this.settle(await this.pool.request(req, own ? [data.buffer as ArrayBuffer] : []));
+    return this.settle(await this.pool.request(req, own ? [data.buffer as ArrayBuffer] : []), onDone);
   }
 
   /**
    * As write(), with the stored bytes read by the worker from `length` bytes at `offset` of
    * a local pack file, into a buffer it keeps: the main thread never holds them.
    */
-  async writeFromFile(pack: string, path: string, offset: number, length: number, blobs: BatchBlob[]): Promise<number> {
-    return this.settle(await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []), pack);
+  async writeFromFile(pack: string, path: string, offset: number, length: number, blobs: BatchBlob[], onDone: OnWholeFilesDone): Promise<number> {
+    return this.settle(await this.pool.request({ file: { path, offset }, base: 0, length, blobs }, []), onDone, pack);
   }
 
   close(): Promise<void> {
@@ -103,7 +117,8 @@ export class FileWriters {
   }
 
   /** Bytes written, or the failure as the caller reports it; `pack` names the file a worker read itself. */
-  private settle(r: WriteReply, pack = '?'): number {
+  private settle(r: WriteReply, onDone: OnWholeFilesDone, pack = '?'): number {
+    onDone('done' in r ? r.done : 0);
     if (r.ok) return r.bytes;
     if (r.kind === 'pack') throw new IntegrityError(`pack ${pack.slice(0, 12)} ${r.message}`);
     if (r.kind === 'read') throw new WorkerReadError(r.message, r.code);

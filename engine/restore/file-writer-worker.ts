@@ -1,11 +1,13 @@
 /**
  * Worker thread body for FileWriters (file-writer-pool.ts): decode + verify each blob of a
  * batch, then create the small files it is the whole content of and write it into the open
- * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written.
+ * descriptors of larger files — synchronous calls only. Nothing of a damaged blob is written,
+ * and a file this thread fails to write completely is removed before the batch's reply.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readFullSync, writeFullSync, closeSync, ftruncateSync, unlinkSync } from '../runtime/fs.js';
+import { constants, openSync, readFullSync, writeFullSync, closeSync, ftruncateSync } from '../runtime/fs.js';
 import { setMetaSync } from './file-meta.js';
+import { publishSync, removeQuietSync } from './partial-file.js';
 import { decodeScratchBytes, decodeVerifiedSync, nextPowerOfTwo } from '../repo/codec-sync.js';
 import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { nonZeroSpans, writeNonZeroSync } from '../runtime/sparse-write.js';
@@ -24,25 +26,29 @@ function decodeVerified(stored: Buffer, codec: number, rawLength: number, hash: 
 /** Files of one blob from this size on are written sparse; below it a zero block is rare and a write is one syscall. */
 const SPARSE_FROM_BYTES = 64 * 1024;
 
+/**
+ * Create `f` (under its temporary name when it has one), write it, set its metadata, and name
+ * it. On any failure what this call created is removed: O_EXCL made it, so it is ours.
+ */
 function writeWhole(f: WholeFile, raw: Buffer): void {
-  if (f.replace) {
-    try {
-      unlinkSync(f.path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-  }
-  const fd = openSync(f.path, CREATE, f.modeByCreate ? f.mode : 0o600);
+  const at = f.tmp ?? f.path;
+  const fd = openSync(at, CREATE, f.modeByCreate ? f.mode : 0o600);
   try {
-    if (raw.length < SPARSE_FROM_BYTES) writeFullSync(fd, raw, 0, raw.length, 0);
-    else {
-      // Sized first, then only its non-zero blocks: holes of a sparse file stay holes.
-      ftruncateSync(fd, raw.length);
-      writeNonZeroSync(fd, raw, 0, raw.length);
+    try {
+      if (raw.length < SPARSE_FROM_BYTES) writeFullSync(fd, raw, 0, raw.length, 0);
+      else {
+        // Sized first, then only its non-zero blocks: holes of a sparse file stay holes.
+        ftruncateSync(fd, raw.length);
+        writeNonZeroSync(fd, raw, 0, raw.length);
+      }
+      setMetaSync(fd, f, { owner: f.ownerByCreate, mode: f.modeByCreate });
+    } finally {
+      closeSync(fd);
     }
-    setMetaSync(fd, f, { owner: f.ownerByCreate, mode: f.modeByCreate });
-  } finally {
-    closeSync(fd);
+    if (f.tmp) publishSync(f.tmp, f.path, f.replace);
+  } catch (e) {
+    removeQuietSync(at);
+    throw e;
   }
 }
 
@@ -83,6 +89,7 @@ function handle(req: WriteBatch): WriteReply {
   }
   let bytes = 0;
   let current = '';
+  let done = 0;
   try {
     for (const b of req.blobs) {
       current = b.hash;
@@ -91,6 +98,7 @@ function handle(req: WriteBatch): WriteReply {
         current = f.path;
         writeWhole(f, raw);
         bytes += raw.length;
+        done++;
       }
       if (b.writes.length > 0) {
         const spans = nonZeroSpans(raw);
@@ -102,11 +110,11 @@ function handle(req: WriteBatch): WriteReply {
       }
     }
   } catch (e) {
-    if (e instanceof BadBlob) return { id: req.id, ok: false, kind: 'integrity', hash: current, message: e.message };
+    if (e instanceof BadBlob) return { id: req.id, ok: false, kind: 'integrity', hash: current, message: e.message, done };
     const err = e as NodeJS.ErrnoException;
-    return { id: req.id, ok: false, kind: 'fs', path: current, message: err.message, code: err.code };
+    return { id: req.id, ok: false, kind: 'fs', path: current, message: err.message, code: err.code, done };
   }
-  return { id: req.id, ok: true, bytes };
+  return { id: req.id, ok: true, bytes, done };
 }
 
 const pacer = new GcPacer();

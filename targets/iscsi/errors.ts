@@ -26,3 +26,12 @@ export class IscsiPortalLostError extends DrError {
       `bring the storage at ${t.portal} back, then \`drctl target attach ${t.name}\` (it checks the filesystem) and \`drctl check --target ${t.name}\``, options);
   }
 }
+
+/**
+ * The LUN or its filesystem is in use — attached under another target name or state folder,
+ * mounted by another machine, or used by processes here — so nothing was changed.
+ */
+export class IscsiInUseError extends DrError {
+  readonly code = 'ISCSI_IN_USE';
+  readonly exitCode = ExitCode.failed;
+}

@@ -1,9 +1,8 @@
 /**
  * Small wrappers around the system tools both attach strategies share: mount table, blkid,
- * fsck, mount/umount, loop devices, process checks. Every failure names the target.
+ * mount/umount, loop devices, process checks. Every failure names the target.
  */
 import { readFile } from 'node:fs/promises';
-import { makeDirs } from '../../engine/runtime/fs.js';
 import { connect } from 'node:net';
 import { execFile, type ExecResult } from '../../engine/runtime/exec.js';
 import { IscsiAttachError } from './errors.js';
@@ -25,64 +24,81 @@ export function oneLine(s: string): string {
   return s.trim().split('\n').filter(Boolean).slice(-2).join('; ').slice(0, 300) || 'no output';
 }
 
-/** Mount points (decoded) → source device, from /proc/self/mountinfo. */
-export async function mountTable(): Promise<Map<string, string>> {
+export interface MountEntry {
+  mountpoint: string;
+  source: string;
+  fstype: string;
+}
+
+/** This mount namespace's mounts, from /proc/self/mountinfo (paths decoded). */
+export async function mounts(): Promise<MountEntry[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
-  const out = new Map<string, string>();
+  const out: MountEntry[] = [];
   for (const line of text.split('\n')) {
     const [left, right] = line.split(' - ');
     if (!left || !right) continue;
     const mp = left.split(' ')[4];
-    const src = right.split(' ')[1];
-    if (mp && src) out.set(decode(mp), decode(src));
+    const [fstype, src] = right.split(' ');
+    if (mp && src && fstype) out.push({ mountpoint: decode(mp), source: decode(src), fstype });
   }
   return out;
+}
+
+/** Mount points → source device (of stacked mounts, the top one: what the path shows). */
+export async function mountTable(): Promise<Map<string, string>> {
+  return new Map((await mounts()).map((m) => [m.mountpoint, m.source]));
 }
 
 function decode(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
+export interface Signature {
+  /** ext4, xfs, …, 'partition table (gpt)', 'unknown signature', or '' when blkid finds nothing. */
+  type: string;
+  uuid?: string;
+}
+
+/**
+ * What blkid finds on a device, reading the device itself (-p), not its cache. `timeoutMs`:
+ * for devices that are not ours (another volume whose storage is gone can block reads).
+ */
+export async function probeSignature(device: string, opts: { timeoutMs?: number } = {}): Promise<Signature> {
+  const r = await execFile('blkid', ['-p', '-o', 'export', device], opts.timeoutMs ? { signal: AbortSignal.timeout(opts.timeoutMs) } : {});
+  if (r.code === 2) return { type: '' };
+  const fields = Object.fromEntries(r.stdout.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  if (fields.TYPE) return { type: fields.TYPE, ...(fields.UUID ? { uuid: fields.UUID } : {}) };
+  if (fields.PTTYPE) return { type: `partition table (${fields.PTTYPE})` };
+  return { type: r.code === 0 ? 'unknown signature' : '' };
+}
+
 /** The filesystem type blkid finds on a device ('' when none), or 'partition table'. */
 export async function probeDevice(device: string): Promise<string> {
-  const r = await execFile('blkid', ['-p', '-o', 'export', device]);
-  if (r.code === 2) return '';
-  const fields = Object.fromEntries(r.stdout.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-  if (fields.TYPE) return fields.TYPE;
-  if (fields.PTTYPE) return `partition table (${fields.PTTYPE})`;
-  return r.code === 0 ? 'unknown signature' : '';
+  return (await probeSignature(device)).type;
 }
 
-/** Check the filesystem (replaying the journal after a crash), then mount it. */
-export async function checkAndMount(t: IscsiTargetConfig, device: string): Promise<void> {
-  const found = await probeDevice(device);
-  if (!found) {
-    throw new IscsiAttachError(`target ${t.name}: LUN ${t.lun} of ${t.iqn} at ${t.portal} holds no filesystem`,
-      `format it once with \`drctl target format ${t.name} --format\``);
+/**
+ * Unmount if mounted. A plain umount only, unless `lazy` (`--force`, or the device is already
+ * dead): then a busy mount is detached lazily and whoever still uses it gets I/O errors.
+ * 'busy': a plain umount was refused because something uses the filesystem; nothing changed.
+ */
+export async function unmount(t: Pick<IscsiTargetConfig, 'name'>, mountpoint: string, opts: { lazy?: boolean } = {}): Promise<'done' | 'busy'> {
+  if (!(await mountTable()).has(mountpoint)) return 'done';
+  const r = await execFile('umount', [mountpoint]);
+  if (r.code === 0) return 'done';
+  if (!opts.lazy) {
+    if (/busy/i.test(r.stderr)) return 'busy';
+    throw new IscsiAttachError(`target ${t.name}: unmounting ${mountpoint} failed - umount: ${oneLine(r.stderr)}`, 'see `findmnt` and the kernel log (dmesg)');
   }
-  if (found !== t.filesystem) {
-    throw new IscsiAttachError(`target ${t.name}: LUN ${t.lun} holds ${found}, but ${t.file} says filesystem: ${t.filesystem}`,
-      `correct filesystem: in ${t.file}, or reformat with \`drctl target format ${t.name} --format --force\` (erases the LUN)`);
-  }
-  if (t.filesystem === 'ext4') {
-    // -p repairs what is safe to repair without asking; 1 and 2 mean "errors corrected".
-    const r = await execFile('fsck.ext4', ['-p', device]);
-    if (r.code >= 4) {
-      throw new IscsiAttachError(`target ${t.name}: the ext4 filesystem on LUN ${t.lun} has errors fsck cannot fix automatically - ${oneLine(r.stdout + r.stderr)}`,
-        `run \`fsck.ext4 ${device}\` by hand while the target is attached block-only, then attach again`);
-    }
-  }
-  // xfs replays its log at mount time; xfs_repair is only for a filesystem that will not mount.
-  await makeDirs(t.mountpoint);
-  await run(t, 'mount', ['-t', t.filesystem, device, t.mountpoint], `mounting ${device} on ${t.mountpoint}`);
+  await run(t, 'umount', ['-l', mountpoint], `unmounting ${mountpoint}`);
+  return 'done';
 }
 
-/** Unmount if mounted; a lazy unmount when the device is gone or busy (after a crash). */
-export async function unmount(t: IscsiTargetConfig): Promise<void> {
-  if (!(await mountTable()).has(t.mountpoint)) return;
-  const r = await execFile('umount', [t.mountpoint]);
-  if (r.code === 0) return;
-  await run(t, 'umount', ['-l', t.mountpoint], `unmounting ${t.mountpoint}`);
+/** The file behind a loop device ('' when it is not a loop device or not set up). */
+export async function loopBackingFile(device: string): Promise<string> {
+  if (!/^\/dev\/loop\d+$/.test(device)) return '';
+  const r = await execFile('losetup', ['--noheadings', '--output', 'BACK-FILE', device]);
+  return r.code === 0 ? r.stdout.trim() : '';
 }
 
 export function pidAlive(pid: number | undefined): boolean {
@@ -115,4 +131,10 @@ export function probePortal(portal: string, timeoutMs: number): Promise<string |
     sock.once('connect', () => done(undefined));
     sock.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message));
   });
+}
+
+/** A block device's size in bytes (undefined when blockdev cannot tell). */
+export async function deviceSize(device: string): Promise<number | undefined> {
+  const r = await execFile('blockdev', ['--getsize64', device]);
+  return r.code === 0 ? Number(r.stdout.trim()) : undefined;
 }

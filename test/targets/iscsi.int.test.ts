@@ -3,7 +3,7 @@
  * (qemu-storage-daemon + libiscsi → FUSE → loop): this machine has no kernel initiator.
  */
 import test from 'ava';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from '../../engine/runtime/exec.js';
 import { json } from '../support/cli.js';
@@ -116,6 +116,8 @@ test('a policy whose iSCSI target is down backs up to its fallbackTarget, marked
   const lab = await iscsiLab(t);
   await lab.tgtd.stop();
   const local = join(lab.dir, 'local-repo');
+  // A configured local target's folder must exist (a missing one is an unmounted volume).
+  await mkdir(local);
   await lab.writeTarget('vol2', `type: local\npath: ${local}\n`);
   const src = join(lab.dir, 'disk.raw');
   await makeRawImage(src, 4 * MiB, [{ offset: 0, data: seededBytes('fb', 2 * MiB) }]);
