@@ -5,7 +5,7 @@ import type { Point } from '../../engine/repo/index.js';
 import { backupFolder, backupImage, backupVm } from '../../engine/backup/index.js';
 import { startCodecPool } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, printable, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -19,6 +19,7 @@ export const backupCommand: CommandSpec<Opts> = {
   name: 'backup',
   summary: 'back up a disk image (VM-level) or a folder (file-level) into a new recovery point',
   options: [
+    lockWaitOption(),
     { flags: '--image <file>', description: 'VM-level backup of a local disk image (raw, qcow2, …)' },
     { flags: '--files <path>', description: 'file-level backup of a local folder' },
     { flags: '--name <name>', description: 'name of the protected object; points of one name form its generations (default: the file or folder name)' },

@@ -3,7 +3,7 @@ import { UsageError } from '../../engine/errors.js';
 import { forgetById, forgetPoints } from '../../engine/jobs/forget.js';
 import { applyRetention, parseWithin, type RetentionRules } from '../../policies/retention.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import type { CommandSpec } from '../command.js';
 import { configDir } from '../config-option.js';
 
@@ -17,6 +17,7 @@ export const forgetCommand: CommandSpec<Opts> = {
   summary: 'apply retention rules: remove the recovery points no rule keeps, or the points given by id (data goes at the next prune)',
   args: '[points...]',
   options: [
+    lockWaitOption(),
     { flags: '--policy <name>', description: 'apply this policy\'s retention to its points, on its target (not with --keep-*)' },
     { flags: '--name <name>', description: 'only points of this protected object' },
     { flags: '--keep-last <n>', description: 'keep the newest N points (a policy\'s `generations`)' },

@@ -1,7 +1,7 @@
 import { UsageError } from '../../engine/errors.js';
 import { pruneRepository } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { openRepo, type RepoOptions } from '../repo-option.js';
+import { lockWaitOption, lockWaitSeconds, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -13,15 +13,14 @@ export const pruneCommand: CommandSpec<Opts> = {
   summary: 'delete data no recovery point uses; repack mostly-unused packs (backups keep running)',
   options: [
     { flags: '--repack-threshold <percent>', description: 'repack a pack when at least this share of it is unused (default 25)' },
-    { flags: '--lock-wait <seconds>', description: 'how long the final step waits for running backups (default 1800)' },
+    lockWaitOption(1800, 'wait for running backups before the final step'),
     { flags: '--dry-run', description: 'show what would be deleted, delete nothing' },
   ],
   exitCodes: '0 done · 1 failed (nothing lost: the repository stays consistent) · 2 bad arguments or no repository',
   async run(ctx: CliContext, opts: Opts) {
     const threshold = Number(opts.repackThreshold ?? 25);
     if (!Number.isFinite(threshold) || threshold < 0 || threshold > 100) throw new UsageError(`--repack-threshold ${opts.repackThreshold}: expected a percentage 0-100`);
-    const waitS = Number(opts.lockWait ?? 1800);
-    if (!Number.isFinite(waitS) || waitS < 0) throw new UsageError(`--lock-wait ${opts.lockWait}: expected seconds (0 or more)`);
+    const waitS = lockWaitSeconds(opts, 1800);
     const repo = await openRepo(ctx, opts);
     // The mark phase counts points and the repack packs, not bytes.
     const progress = progressLine(ctx, opts, { counts: { mark: 'points', repack: 'packs' } });

@@ -1,7 +1,7 @@
 import { ExitCode } from '../../engine/errors.js';
 import { repairIndex } from '../../engine/repo/index.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { duration } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -11,7 +11,7 @@ type Opts = RepoOptions & OutputOptions;
 export const repairIndexCommand: CommandSpec<Opts> = {
   name: 'repair index',
   summary: 'rebuild the index from the packs\' own headers (index files lost or damaged: points that cannot restore because their data is "not in the index")',
-  options: [],
+  options: [lockWaitOption()],
   exitCodes: '0 rebuilt from every pack · 1 failed (the old index files stay) · 2 no repository · 3 rebuilt, but some packs could not be read (listed)',
   async run(ctx: CliContext, opts: Opts) {
     const repo = await openRepo(ctx, opts);

@@ -2,7 +2,7 @@ import { realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { ExitCode, UsageError } from '../../engine/errors.js';
 import { printJson, say, type CliContext, type OutputOptions } from '../context.js';
-import { cliLockWait, openRepo, type RepoOptions } from '../repo-option.js';
+import { cliLockWait, lockWaitOption, openRepo, type RepoOptions } from '../repo-option.js';
 import { progressLine } from '../progress.js';
 import { bytes, duration, printable, rate } from '../format.js';
 import type { CommandSpec } from '../command.js';
@@ -34,6 +34,7 @@ export const restoreCommand: CommandSpec<Opts> = {
     { flags: '--force', description: 'original VM: shut it down if it runs (graceful, then hard after --shutdown-timeout)' },
     { flags: '--shutdown-timeout <seconds>', description: 'original VM: wait this long for a graceful shutdown (default 60)' },
     { flags: '--no-safety-point', description: 'original VM: do not take a point of the current state first' },
+    lockWaitOption(),
     { flags: '--resize-disks', description: 'original VM: resize a disk whose size differs from the point\'s to the point\'s size (while the VM is off) instead of refusing' },
   ],
   exitCodes: '0 restored · 1 failed or interrupted (damaged data, destination full: an image file is left as it was, a block device partly written) · 2 bad arguments, unknown point, destination exists, in the repository or not writable as an image (or a VM disk whose size differs from the point\'s without --resize-disks, an invalid --as name, a network or bridge missing on the host) · 3 a .zip left out items it cannot name (listed)',
@@ -48,7 +49,7 @@ export const restoreCommand: CommandSpec<Opts> = {
     const dest = resolve(opts.to) + (opts.to.endsWith('/') ? '/' : '');
     if (point.kind === 'vm' && opts.include?.length) throw new UsageError('--include applies to file-level points', 'restore the whole disk, then mount it to pick files');
     await refuseInsideRepository(dest, repo);
-    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts, { readOnly: true }));
     const progress = progressLine(ctx, opts);
     const t0 = performance.now();
     try {
@@ -60,7 +61,7 @@ export const restoreCommand: CommandSpec<Opts> = {
         const how = r.devices.length ? `written, the rest of the disk zeroed on ${r.devices.join(', ')}` : 'written (sparse)';
         say(ctx, opts, `  ${bytes(r.logicalBytes)} disk, ${bytes(r.bytesWritten)} ${how}, ${duration(r.durationMs)} (${rate(r.logicalBytes, r.durationMs)}), every chunk verified`);
       } else {
-        const r = await restoreFiles(repo, point, dest, { include: opts.include, overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update });
+        const r = await restoreFiles(repo, point, dest, { include: opts.include, overwrite: opts.overwrite, signal: ctx.signal, onProgress: progress.update, warn: (line) => ctx.stderr.write(`warning: ${line}\n`) });
         progress.done();
         if (opts.json) printJson(ctx, { point: point.id, kind: point.kind, dest: r.dest, files: r.files, dirs: r.dirs, bytes: r.bytes, durationMs: r.durationMs, skipped: r.skipped ?? [] });
         say(ctx, opts, `restored ${point.name} (point ${point.id.slice(0, 12)}, ${point.time}) to ${r.dest}`);
@@ -114,7 +115,7 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
   const progress = progressLine(ctx, opts);
   try {
     if (opts.as) {
-      const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+      const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts, { readOnly: true }));
       try {
         const r = await restoreAsNewVm(repo, point, host, {
           name: opts.as, storage: opts.storage, noNetwork: opts.network === false, start: opts.start, signal: ctx.signal, onProgress: progress.update,
@@ -132,7 +133,7 @@ async function restoreVm(ctx: CliContext, opts: Opts, spec: string): Promise<num
     const timeout = opts.shutdownTimeout === undefined ? 60 : Number(opts.shutdownTimeout);
     if (!Number.isFinite(timeout) || timeout < 0) throw new UsageError(`--shutdown-timeout must be a number of seconds, got ${opts.shutdownTimeout}`);
     const safetyPoint = opts.safetyPoint === false ? undefined : () => takeSafetyPoint(ctx, opts, repo, host, point);
-    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts));
+    const lock = await repo.lock('shared', `drctl restore ${point.id.slice(0, 12)}`, cliLockWait(ctx, opts, { readOnly: true }));
     try {
       const r = await restoreToOriginalVm(repo, point, host, {
         force: opts.force, resizeDisks: opts.resizeDisks, start: opts.start, shutdownTimeoutS: timeout, safetyPoint, signal: ctx.signal, onProgress: progress.update,

@@ -39,6 +39,8 @@ export interface RestoreFilesOptions {
   overwrite?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressFn;
+  /** Says a non-fatal finding (a partial archive left beside DEST by a killed restore). */
+  warn?: (line: string) => void;
   /** Descriptors kept open for files written chunk by chunk (default 128); idle ones above it are closed and reopened. */
   maxOpenFiles?: number;
 }
