@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import type { CdcParams } from './chunker-cdc.js';
 import { GcPacer } from '../runtime/gc.js';
 import { WorkerPool } from '../runtime/worker-pool.js';
-import { onShutdown } from '../runtime/shutdown.js';
+import { hasShutDown, onShutdown } from '../runtime/shutdown.js';
 import type { ChunkResult, ReadChunksRequest } from './chunk-read.js';
 import type { Lease } from './codec-files.js';
 import type { PackInspection } from './pack.js';
@@ -322,6 +322,7 @@ let shared: CodecPool | undefined;
 
 export function codecPool(): CodecPool {
   if (!shared) {
+    if (hasShutDown()) throw new Error('drctl is ending: no new codec workers are started');
     shared = new CodecPool();
     onShutdown(shutdownCodecPool);
   }
