@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { displayPath, loadConfig, type TargetConfig } from '../../policies/config.js';
 import { ExitCode, TargetIoError, UsageError, errnoCode, isDrError } from '../../engine/errors.js';
 import { Keys, Repository } from '../../engine/repo/index.js';
-import { openLocalTarget } from '../../targets/index.js';
+import { LocalTarget, openLocalTarget } from '../../targets/index.js';
 import {
   acquireVolume, chooseStrategy, describeUsers, detachVolume, formatLun, inspectTargetLun, probePortal, IscsiInUseError, type IscsiTargetConfig,
 } from '../../targets/iscsi/index.js';
@@ -137,17 +137,18 @@ async function checkLocalTarget(t: Extract<TargetConfig, { type: 'local' }>): Pr
   return out;
 }
 
-/** A missing path, one that cannot be read, or not a folder: one line, what is wrong then what to do. */
+/**
+ * A missing path, one that cannot be read, or not a folder: one line, what is wrong then what to
+ * do - the check a job makes when it opens the target (LocalTarget.openFolder), in its words.
+ */
 async function localPathProblem(t: Extract<TargetConfig, { type: 'local' }>): Promise<string | undefined> {
-  const path = t.path;
-  const st = await stat(path).catch((e: unknown) => e as Error);
-  if (st instanceof Error) {
-    return errnoCode(st) === 'ENOENT'
-      ? `${path} does not exist - mount its volume if it lives on one, or create the repository with \`drctl init --target ${t.name}\``
-      : `${path} cannot be read - ${st.message} - check that drctl may read it and that its volume is healthy`;
+  try {
+    await LocalTarget.openFolder(t.path, t.name);
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof TargetIoError)) throw e;
+    return `${e.message.replace(`target ${t.name}: `, '')}${e.hint ? ` - ${e.hint}` : ''}`;
   }
-  if (!st.isDirectory()) return `${path} is not a folder - set path: to the folder that holds (or will hold) the repository`;
-  return undefined;
 }
 
 async function inspectRepository(path: string, out: LocalCheck): Promise<void> {

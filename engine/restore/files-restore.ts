@@ -96,7 +96,7 @@ async function restoreFolder(repo: Repository, items: PlanItem[], dest: string, 
     for (const { rel } of tree.dirs) {
       const abs = destPath(root, rel);
       if (scan.replace.has(rel)) await replaceByDir(abs, names);
-      else await makeDir(abs, scan.existingDirs.has(rel), false);
+      else await makeDir(abs, scan.existingDirs.has(rel));
     }
     for (const f of tree.files) if (f.remaining === 0) createEmptySync(f, names);
     await writeContent(repo, content, tree.files, create, names, opts);
@@ -244,7 +244,7 @@ async function replaceByDir(abs: string, names: PartialNames): Promise<void> {
   const aside = names.of(abs);
   const moved = await fsp.rename(abs, aside).then(() => true, (e: unknown) => (errnoCode(e) === 'ENOENT' ? false : Promise.reject(e)));
   try {
-    await makeDir(abs, false, false);
+    await makeDir(abs, false);
   } catch (e) {
     if (moved) await fsp.rename(aside, abs).catch(() => undefined);
     throw e;

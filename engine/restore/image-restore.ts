@@ -33,6 +33,7 @@ import type { Repository, DiskRecord, Point, BlobLocation } from '../repo/index.
 import { HASH_BYTES, Keys, LIST_ENTRIES_PER_BLOB } from '../repo/index.js';
 import { fsp, constants, fsyncDir, makeDirs, WRITE_PIECE_BYTES, type FileHandle, type Stats } from '../runtime/fs.js';
 import { execFile } from '../runtime/exec.js';
+import { blockDeviceBytes } from '../runtime/block-device.js';
 import { runBounded } from '../runtime/concurrency.js';
 import { collectGarbage } from '../runtime/gc.js';
 import { codecPool } from '../repo/codec-pool.js';
@@ -118,7 +119,7 @@ async function planDestination(path: string, disk: DiskRecord, overwrite: boolea
   const st = lst?.isSymbolicLink() ? await fsp.stat(path).catch(missing) : lst;
   if (st?.isBlockDevice()) {
     if (!overwrite) throw new UsageError(`restore destination ${path} is a block device - nothing was written`, 'add --overwrite to write the disk over everything on it');
-    const sizeBytes = await blockDeviceBytes(path, st.rdev);
+    const sizeBytes = await deviceBytes(path, st.rdev);
     if (sizeBytes < disk.sizeBytes) {
       throw new UsageError(`block device ${path} holds ${sizeBytes} bytes, less than the ${disk.sizeBytes} bytes of disk ${disk.name} - nothing was written`,
         'give a device at least as large as the disk (extend the LV or the LUN), or restore to an image file');
@@ -331,19 +332,11 @@ async function zeroDevice(fh: FileHandle, path: string, sizeBytes: number, signa
   if (signal?.aborted) throw new InterruptedError();
 }
 
-/**
- * The size of a block device, which stat gives as 0: from sysfs (512-byte sectors, under the
- * device's major:minor as glibc splits dev_t), else from `blockdev --getsize64`.
- */
-async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
-  const dev = BigInt(rdev);
-  const sysfs = `/sys/dev/block/${((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn)}:${(dev & 0xffn) | ((dev >> 12n) & ~0xffn)}/size`;
-  const sectors = await fsp.readFile(sysfs, 'utf8').then((s) => Number(s.trim()), () => NaN);
-  if (Number.isSafeInteger(sectors)) return sectors * 512;
-  const r = await execFile('blockdev', ['--getsize64', path]).catch((e: unknown) => ({ code: 1, stdout: '', stderr: (e as Error).message }));
-  const n = Number(r.stdout.trim());
-  if (r.code === 0 && r.stdout.trim() !== '' && Number.isSafeInteger(n)) return n;
-  throw new UsageError(`cannot read the size of block device ${path} - ${sysfs} is unreadable and blockdev failed: ${r.stderr.trim().split('\n')[0] ?? ''}; nothing was written`,
+/** The size of a block device, which stat gives as 0. */
+async function deviceBytes(path: string, rdev: number): Promise<number> {
+  const size = await blockDeviceBytes(path, rdev);
+  if ('bytes' in size) return size.bytes;
+  throw new UsageError(`cannot read the size of block device ${path} - ${size.why}; nothing was written`,
     'mount sysfs on /sys or install util-linux (blockdev), then run the restore again');
 }
 

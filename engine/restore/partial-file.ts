@@ -7,10 +7,8 @@
  * Used by the main thread and the writer threads, synchronously.
  */
 import { randomBytes } from 'node:crypto';
-// linkSync / renameSync: engine/runtime/fs.ts does not re-export them yet.
-import { linkSync, renameSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { lstatSync, unlinkSync } from '../runtime/fs.js';
+import { linkSync, lstatSync, renameSync, unlinkSync } from '../runtime/fs.js';
 import { errnoCode } from '../errors.js';
 
 /** What every temporary name contains: `find DEST -name '.*.drctl-partial-*'` lists what a killed restore left. */

@@ -92,10 +92,10 @@ async function list(dir: string): Promise<Map<string, Dirent> | undefined> {
 
 /**
  * Create one folder of the restore. A folder that already existed is lstat-ed again (it may
- * have been swapped for a symlink since the scan); `replace` removes a file standing in its way.
+ * have been swapped for a symlink since the scan). A file in its way is the caller's
+ * (files-restore.ts replaceByDir keeps it until the folder exists).
  */
-export async function makeDir(abs: string, existed: boolean, replace: boolean): Promise<void> {
-  if (replace) await fsp.unlink(abs).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
+export async function makeDir(abs: string, existed: boolean): Promise<void> {
   if (!existed) {
     try {
       await fsp.mkdir(abs, { mode: 0o700 });

@@ -86,5 +86,6 @@ export async function fsyncDir(dir: string): Promise<void> {
  */
 export {
   openSync, readSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, ftruncateSync, fstatSync, lstatSync, unlinkSync,
+  linkSync, renameSync,
 } from 'node:fs';
 

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { execFile, type ExecResult } from '../../engine/runtime/exec.js';
+import { blockDeviceBytes } from '../../engine/runtime/block-device.js';
 import { IscsiAttachError } from './errors.js';
 import type { IscsiTargetConfig } from './types.js';
 
@@ -133,8 +134,8 @@ export function probePortal(portal: string, timeoutMs: number): Promise<string |
   });
 }
 
-/** A block device's size in bytes (undefined when blockdev cannot tell). */
+/** A block device's size in bytes (undefined when neither sysfs nor blockdev can tell). */
 export async function deviceSize(device: string): Promise<number | undefined> {
-  const r = await execFile('blockdev', ['--getsize64', device]);
-  return r.code === 0 ? Number(r.stdout.trim()) : undefined;
+  const size = await blockDeviceBytes(device).catch(() => ({ why: 'no such device' }));
+  return 'bytes' in size ? size.bytes : undefined;
 }

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { fsp, type FileHandle } from '../../runtime/fs.js';
 import { execFile } from '../../runtime/exec.js';
+import { blockDeviceBytes } from '../../runtime/block-device.js';
 import { SourceError, errnoCode } from '../../errors.js';
 import type { DiskSource, Extent } from '../types.js';
 
@@ -49,7 +50,7 @@ export async function openImageSource(path: string): Promise<DiskSource> {
     // decides: no `qemu-img info` (a fork of this ~100 MB process, ~45 ms on the main thread).
     const sniffed = await sniffFormat(fh, path);
     const info = sniffed === 'raw'
-      ? { format: 'raw', virtualSize: st.isBlockDevice() ? await blockDeviceBytes(path, st.rdev) : st.size }
+      ? { format: 'raw', virtualSize: st.isBlockDevice() ? await deviceBytes(path, st.rdev) : st.size }
       : await imageInfo(path);
     if (!info) throw new SourceError(path, `a ${sniffed} image needs qemu-img, which is not installed`, QEMU_UTILS);
     // A raw image is its own map (guest offset = file offset): its holes are looked up only
@@ -176,21 +177,12 @@ async function qemuImg(args: string[]): Promise<Awaited<ReturnType<typeof execFi
   }
 }
 
-/**
- * The size of a block device, which stat gives as 0: sysfs has it in 512-byte sectors, under
- * the device's major:minor numbers (Linux dev_t as glibc splits it).
- */
-async function blockDeviceBytes(path: string, rdev: number): Promise<number> {
-  const dev = BigInt(rdev);
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  const sysfs = `/sys/dev/block/${major}:${minor}/size`;
-  try {
-    return Number((await fsp.readFile(sysfs, 'utf8')).trim()) * 512;
-  } catch (e) {
-    throw new SourceError(path, `a block device whose size is unknown (${sysfs}: ${describeErrno(e)})`,
-      { cause: e, hint: 'drctl reads the size of a device from /sys: mount sysfs there, or back up the device from a host that has it' });
-  }
+/** The size of a block device, which stat gives as 0. */
+async function deviceBytes(path: string, rdev: number): Promise<number> {
+  const size = await blockDeviceBytes(path, rdev);
+  if ('bytes' in size) return size.bytes;
+  throw new SourceError(path, `a block device whose size is unknown (${size.why})`,
+    { hint: 'drctl reads the size of a device from /sys or with blockdev: mount sysfs there or install util-linux, or back up the device from a host that has them' });
 }
 
 const QEMU_UTILS = { hint: 'install qemu-utils (scripts/setup.sh does), then run the backup again' };
