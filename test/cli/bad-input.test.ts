@@ -6,19 +6,12 @@ import test from 'ava';
 import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { drctl, json } from '../support/cli.js';
+import { drctl, json, oneLine } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
 import { MiB, makeRawImage, standardRegions } from '../support/images.js';
 import { faultyImage } from '../support/faulty-disk.js';
 import { randomBytes } from 'node:crypto';
-
-/** The operator-facing error: exactly one line on stderr. */
-function oneLine(stderr: string): string {
-  const lines = stderr.trim().split('\n');
-  if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${stderr}`);
-  return lines[0] as string;
-}
 
 test('a missing repository: exit 2, names the path and `drctl init`', async (t) => {
   const dir = await tempDir(t);

@@ -10,33 +10,12 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drctl, json, startDrctl } from '../support/cli.js';
+import { drctl, json, oneLine, startDrctl } from '../support/cli.js';
+import { mountSmallVolume } from '../support/small-volume.js';
 import { tempDir } from '../support/tmp.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** The operator-facing error: exactly one line on stderr. */
-function oneLine(stderr: string): string {
-  const lines = stderr.trim().split('\n');
-  if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${stderr}`);
-  return lines[0] as string;
-}
-
-/** A tmpfs of `size` at DIR/small (needs root: a small volume is how a full disk is made). */
-function smallVolume(t: ExecutionContext, dir: string, size: string): string | undefined {
-  if (process.getuid?.() !== 0) {
-    if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail('needs root to mount a small tmpfs');
-    else t.log('skipped: needs root to mount a small tmpfs');
-    t.pass();
-    return undefined;
-  }
-  const mnt = join(dir, 'small');
-  execFileSync('mkdir', ['-p', mnt]);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
-  t.teardown(() => void execFileSync('umount', [mnt]));
-  return mnt;
-}
 
 /** Every regular file under `root`, by path relative to it. */
 async function filesUnder(root: string, rel = ''): Promise<string[]> {
@@ -70,8 +49,8 @@ async function backedUp(dir: string, src: string): Promise<string> {
 
 test('a folder restore that runs out of space leaves only complete files, names those it did not restore, and --overwrite finishes it', async (t) => {
   const dir = await tempDir(t);
-  const mnt = smallVolume(t, dir, '16m');
-  if (!mnt) return;
+  const mnt = join(dir, 'small');
+  if (!(await mountSmallVolume(t, mnt, 16))) return;
   const src = join(dir, 'src');
   for (let d = 0; d < 12; d++) {
     const sub = join(src, `d${d}`);
@@ -112,8 +91,8 @@ test('a folder restore that runs out of space leaves only complete files, names 
 
 test('--overwrite on an almost full volume keeps the file it would replace, content and mode, when the new one does not fit', async (t) => {
   const dir = await tempDir(t);
-  const mnt = smallVolume(t, dir, '20m');
-  if (!mnt) return;
+  const mnt = join(dir, 'small');
+  if (!(await mountSmallVolume(t, mnt, 20))) return;
   const src = join(dir, 'src');
   await mkdir(src);
   await writeFile(join(src, 'huge.bin'), randomBytes(12 * MiB));

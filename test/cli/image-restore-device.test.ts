@@ -9,24 +9,10 @@ import { constants, type Stats } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { drctl, json } from '../support/cli.js';
+import { drctl, json, oneLine } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { requireTools } from '../support/tools.js';
+import { requireRoot, requireTools } from '../support/tools.js';
 import { MiB, makeRawImage, seededBytes, standardRegions } from '../support/images.js';
-
-/** The operator-facing error: exactly one line on stderr. */
-function oneLine(stderr: string): string {
-  const lines = stderr.trim().split('\n');
-  if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${stderr}`);
-  return lines[0] as string;
-}
-
-function needsRoot(t: ExecutionContext, why: string): boolean {
-  if (process.getuid?.() === 0) return true;
-  if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail(`needs root to ${why}`);
-  else t.pass();
-  return false;
-}
 
 /**
  * A 64 MiB disk with holes, zero chunks and a chunk whose first 4 KiB block is zero (the
@@ -63,7 +49,7 @@ async function loopDevice(t: ExecutionContext, file: string): Promise<string> {
 }
 
 test('a block device, named through a symlink as /dev/VG/LV is: written in place, byte-identical to the disk over its size (old data in holes zeroed, with or without blkdiscard), the rest and the node untouched', async (t) => {
-  if (!requireTools(t, 'losetup') || !needsRoot(t, 'attach a loop device')) return;
+  if (!requireTools(t, 'losetup') || !requireRoot(t, 'attach a loop device')) return;
   const { dir, repo, img, point } = await setup(t);
   const old = seededBytes('old data', 80 * MiB);
   const backing = join(dir, 'lv.img');
@@ -93,7 +79,7 @@ test('a block device, named through a symlink as /dev/VG/LV is: written in place
 });
 
 test('a block device without --overwrite, or smaller than the disk: exit 2 in one line naming it (and both sizes); nothing on it changes', async (t) => {
-  if (!requireTools(t, 'losetup') || !needsRoot(t, 'attach a loop device')) return;
+  if (!requireTools(t, 'losetup') || !requireRoot(t, 'attach a loop device')) return;
   const { dir, repo, point } = await setup(t);
   const old = seededBytes('old data', 80 * MiB);
   const big = join(dir, 'big.img');
@@ -118,7 +104,7 @@ test('a block device without --overwrite, or smaller than the disk: exit 2 in on
 });
 
 test('a character device, a FIFO or a socket as --to: exit 2 in one line naming it, even with --overwrite; it is left as it was', async (t) => {
-  if (!needsRoot(t, 'create a character device node')) return;
+  if (!requireRoot(t, 'create a character device node')) return;
   const { dir, repo, point } = await setup(t);
   const chr = join(dir, 'null');
   execFileSync('mknod', ['-m', '666', chr, 'c', '1', '3']); // a private /dev/null
@@ -145,7 +131,7 @@ test('a character device, a FIFO or a socket as --to: exit 2 in one line naming 
 });
 
 test('a mounted block device: exit 2 in one line saying it is in use; the filesystem on it is left as it was', async (t) => {
-  if (!requireTools(t, 'losetup', 'mkfs.ext4') || !needsRoot(t, 'attach and mount a loop device')) return;
+  if (!requireTools(t, 'losetup', 'mkfs.ext4') || !requireRoot(t, 'attach and mount a loop device')) return;
   const { dir, repo, point } = await setup(t);
   const backing = join(dir, 'fs.img');
   await writeFile(backing, Buffer.alloc(0));

@@ -13,24 +13,11 @@ import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { drctl, json, startDrctl } from '../support/cli.js';
+import { drctl, json, oneLine, startDrctl } from '../support/cli.js';
+import { mountSmallVolume } from '../support/small-volume.js';
 import { tempDir } from '../support/tmp.js';
 import { requireTools } from '../support/tools.js';
 import { MiB, makeRawImage, seededBytes, standardRegions } from '../support/images.js';
-
-/** The operator-facing error: exactly one line on stderr. */
-function oneLine(stderr: string): string {
-  const lines = stderr.trim().split('\n');
-  if (lines.length !== 1) throw new Error(`expected one line on stderr, got:\n${stderr}`);
-  return lines[0] as string;
-}
-
-function needsRoot(t: ExecutionContext, why: string): boolean {
-  if (process.getuid?.() === 0) return true;
-  if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail(`needs root to ${why}`);
-  else t.pass();
-  return false;
-}
 
 async function setup(t: ExecutionContext, sizeBytes = 64 * MiB) {
   const dir = await tempDir(t);
@@ -127,16 +114,13 @@ test('Ctrl-C mid-restore with --overwrite: exit 1 saying DEST was not changed an
 });
 
 test('a volume that fills up while an existing image is replaced: exit 1 naming DEST, out of space, DEST unchanged; no partial image left', async (t) => {
-  if (!needsRoot(t, 'mount a small tmpfs')) return;
   const { dir, repo } = await setup(t);
   const img = join(dir, 'big.img');
   await makeRawImage(img, 16 * MiB, [{ offset: 0, data: seededBytes('big', 12 * MiB) }]);
   const b = await drctl(['backup', '--repo', repo, '--image', img, '--name', 'big', '--json']);
   t.is(b.code, 0, b.stderr);
   const mnt = join(dir, 'small');
-  await mkdir(mnt);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
-  t.teardown(() => void execFileSync('umount', [mnt]));
+  if (!(await mountSmallVolume(t, mnt, 8))) return;
   const dest = join(mnt, 'disk.img');
   const old = seededBytes('old image', 4 * MiB);
   await writeFile(dest, old);

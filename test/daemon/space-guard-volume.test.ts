@@ -9,7 +9,7 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { mountSmallVolume } from './small-volume.js';
+import { mountSmallVolume } from '../support/small-volume.js';
 
 const MiB = 1024 * 1024;
 

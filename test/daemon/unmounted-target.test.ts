@@ -8,7 +8,7 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { drctl, json } from '../support/cli.js';
 import { tempDir } from '../support/tmp.js';
-import { mountSmallVolume, unmount } from './small-volume.js';
+import { mountSmallVolume, unmount } from '../support/small-volume.js';
 
 interface Lab {
   /** The mountpoint; the target's folder is mnt/drctl. */

@@ -19,6 +19,14 @@ export function requireTools(t: ExecutionContext, ...cmds: string[]): boolean {
   return false;
 }
 
+/** Root is needed (loop devices, mounts, device nodes): false skips the test, or fails it when DR_REQUIRE_INTEGRATION=1. */
+export function requireRoot(t: ExecutionContext, why: string): boolean {
+  if (process.getuid?.() === 0) return true;
+  if (process.env.DR_REQUIRE_INTEGRATION === '1') t.fail(`needs root to ${why}`);
+  else t.pass();
+  return false;
+}
+
 export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8' });
 }

@@ -6,9 +6,8 @@
 import test from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { startSshd, type Sshd } from '../../support/sshd.js';
+import { freePort, startSshd, type Sshd } from '../../support/sshd.js';
 import { requireTools } from '../../support/tools.js';
 import { drctl } from '../../support/cli.js';
 import { sharedTempDir } from '../../support/tmp.js';
@@ -83,16 +82,6 @@ function listening(port: number): boolean {
 function openConnections(port: number): number {
   return execFileSync('ss', ['-Htnp', 'state', 'established', `dport = :${port}`], { encoding: 'utf8' })
     .split('\n').filter((l) => l.includes(`pid=${process.pid},`)).length;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 function spec(l: Lab, over: Partial<NonNullable<HostSpec['ssh']>>, port = l.sshd.port): HostSpec {

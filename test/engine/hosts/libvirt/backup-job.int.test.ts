@@ -6,15 +6,14 @@
  */
 import test from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdir, writeFile, rm, chmod, readdir, readFile } from 'node:fs/promises';
+import { writeFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { requireTools } from '../../../support/tools.js';
-import { sharedTempDir } from '../../../support/tmp.js';
 import { drctl, json } from '../../../support/cli.js';
-import { startSshd, type Sshd } from '../../../support/sshd.js';
-import { bootGuest, virsh, type Guest } from '../../../support/libvirt-lab.js';
+import { hostConfig, startVmLab, stopVmLab, type VmLab } from '../../../support/vm-lab.js';
+import { virsh, type Guest } from '../../../support/libvirt-lab.js';
 import { openHostTransport } from '../../../../engine/ssh/index.js';
 import { LibvirtHost } from '../../../../engine/hosts/libvirt/libvirt-host.js';
 import { backupVm } from '../../../../engine/backup/vm-backup.js';
@@ -26,39 +25,21 @@ const TOOLS = ['virsh', 'libvirtd', 'qemu-system-x86_64', 'qemu-ga', 'busybox', 
 const DIST = fileURLToPath(new URL('../../../../', import.meta.url));
 const WORK = '/var/lib/libvirt/qemu';
 
-interface Lab {
-  dir: string;
-  sshd: Sshd;
-  guest: Guest;
-  config: string;
-  repo: string;
-}
+type Lab = VmLab & { guest: Guest };
 let lab: Lab | undefined;
 let setupError: unknown;
 
 test.before(async () => {
   if (!TOOLS.every((c) => execFileSync('sh', ['-c', `command -v ${c} || true`], { encoding: 'utf8' }).trim())) return;
   try {
-    const dir = await sharedTempDir('drctl-bjob-');
-    await chmod(dir, 0o755);
-    const sshd = await startSshd();
-    const guest = await bootGuest('drctl-bj');
-    const config = join(dir, 'config');
-    await mkdir(join(config, 'hosts'), { recursive: true });
-    await writeFile(join(config, 'hosts', 'hv1.yaml'), `driver: libvirt\nssh:\n  host: 127.0.0.1\n  port: ${sshd.port}\n  user: ${sshd.user}\n  keyFile: ${sshd.keyFile}\n  hostKey: "${sshd.hostKey}"\nuri: qemu:///system\n`);
-    const repo = join(dir, 'repo');
-    execFileSync(process.execPath, [join(DIST, 'cli/main.js'), 'init', '--repo', repo, '-q']);
-    lab = { dir, sshd, guest, config, repo };
+    lab = await startVmLab('drctl-bjob-', 'drctl-bj');
   } catch (e) {
     setupError = e;
   }
 });
 
 test.after.always(async () => {
-  if (!lab) return;
-  await lab.guest.destroy();
-  await lab.sshd.stop();
-  await rm(lab.dir, { recursive: true, force: true });
+  if (lab) await stopVmLab(lab);
 });
 
 function ready(t: import('ava').ExecutionContext): Lab | undefined {
@@ -71,12 +52,8 @@ const cli = (l: Lab, ...args: string[]) => drctl([...args, '--config', l.config,
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const freezeStatus = (l: Lab): unknown => l.guest.agent({ execute: 'guest-fsfreeze-status' });
 
-function hostConfig(s: Sshd): object {
-  return { name: 'hv1', driver: 'libvirt', ssh: { host: '127.0.0.1', port: s.port, user: s.user, keyFile: s.keyFile, hostKey: s.hostKey } };
-}
-
 async function host(l: Lab): Promise<LibvirtHost> {
-  return new LibvirtHost(await openHostTransport(hostConfig(l.sshd) as Parameters<typeof openHostTransport>[0]), 'qemu:///system');
+  return new LibvirtHost(await openHostTransport(hostConfig(l.sshd)), 'qemu:///system');
 }
 
 /** Poll `cond` (a state the host reaches on its own, not a timing) for up to `ms`. */

@@ -9,10 +9,9 @@ import { mkdir, readFile, writeFile, rm, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { requireTools } from '../../../support/tools.js';
-import { sharedTempDir } from '../../../support/tmp.js';
 import { drctl, json } from '../../../support/cli.js';
-import { startSshd, type Sshd } from '../../../support/sshd.js';
-import { bootGuest, guestHandle, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
+import { hostConfig, hostYaml, startVmLab, stopVmLab, type VmLab } from '../../../support/vm-lab.js';
+import { guestHandle, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
 import { openHostTransport } from '../../../../engine/ssh/index.js';
 import { LibvirtHost } from '../../../../engine/hosts/libvirt/libvirt-host.js';
 import { backupVm } from '../../../../engine/backup/vm-backup.js';
@@ -23,38 +22,21 @@ import { systemClock } from '../../../../engine/runtime/clock.js';
 const TOOLS = ['virsh', 'libvirtd', 'qemu-system-x86_64', 'qemu-ga', 'busybox', 'cpio', 'sshd', 'qemu-img', 'qemu-nbd'];
 const MiB = 1024 * 1024;
 
-interface Lab {
-  dir: string;
-  sshd: Sshd;
-  guest: Guest;
-  config: string;
-  repo: string;
-  store: string;
-  extraVms: string[];
-}
+type Lab = VmLab & { guest: Guest; store: string; extraVms: string[] };
 let lab: Lab | undefined;
 let setupError: unknown;
 
 test.before(async () => {
   if (!TOOLS.every((c) => execFileSync('sh', ['-c', `command -v ${c} || true`], { encoding: 'utf8' }).trim())) return;
   try {
-    const dir = await sharedTempDir('drctl-libvirt-');
-    await chmod(dir, 0o755);
-    const sshd = await startSshd();
-    const guest = await bootGuest('drctl-lv');
-    const config = join(dir, 'config');
-    await mkdir(join(config, 'hosts'), { recursive: true });
-    const ssh = `ssh:\n  host: 127.0.0.1\n  port: ${sshd.port}\n  user: ${sshd.user}\n  keyFile: ${sshd.keyFile}\n`;
-    await writeFile(join(config, 'hosts', 'hv1.yaml'), `driver: libvirt\n${ssh}  hostKey: "${sshd.hostKey}"\nuri: qemu:///system\n`);
+    const l = await startVmLab('drctl-libvirt-', 'drctl-lv');
     // The "second node" is the same machine under another host file (pinned via known_hosts).
-    await writeFile(join(config, 'hosts', 'hv2.yaml'), `driver: libvirt\n${ssh}  knownHosts: ${sshd.knownHosts}\n`);
-    const repo = join(dir, 'repo');
-    execFileSync(process.execPath, [join(process.cwd(), 'dist/cli/main.js'), 'init', '--repo', repo, '-q']);
-    const store = join(dir, 'store');
+    await writeFile(join(l.config, 'hosts', 'hv2.yaml'), hostYaml(l.sshd, `knownHosts: ${l.sshd.knownHosts}`));
+    const store = join(l.dir, 'store');
     await mkdir(store);
     await chmod(store, 0o755);
-    lab = { dir, sshd, guest, config, repo, store, extraVms: [] };
-    console.log(`guest ${guest.name} booted in ${guest.bootMs} ms`);
+    lab = { ...l, store, extraVms: [] };
+    console.log(`guest ${l.guest.name} booted in ${l.guest.bootMs} ms`);
   } catch (e) {
     setupError = e;
   }
@@ -63,9 +45,7 @@ test.before(async () => {
 test.after.always(async () => {
   if (!lab) return;
   for (const vm of lab.extraVms) removeVm(vm);
-  await lab.guest.destroy();
-  await lab.sshd.stop();
-  await rm(lab.dir, { recursive: true, force: true });
+  await stopVmLab(lab);
 });
 
 function ready(t: import('ava').ExecutionContext): Lab | undefined {
@@ -77,8 +57,7 @@ function ready(t: import('ava').ExecutionContext): Lab | undefined {
 const cli = (l: Lab, ...args: string[]) => drctl([...args, '--config', l.config, '--repo', l.repo]);
 
 async function host(l: Lab): Promise<LibvirtHost> {
-  const s = l.sshd;
-  return new LibvirtHost(await openHostTransport({ name: 'hv1', driver: 'libvirt', ssh: { host: '127.0.0.1', port: s.port, user: s.user, keyFile: s.keyFile, hostKey: s.hostKey } }), 'qemu:///system');
+  return new LibvirtHost(await openHostTransport(hostConfig(l.sshd)), 'qemu:///system');
 }
 
 async function openRepo(l: Lab): Promise<Repository> {

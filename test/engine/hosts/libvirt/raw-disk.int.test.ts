@@ -9,48 +9,29 @@ import { execFileSync } from 'node:child_process';
 import { chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { requireTools } from '../../../support/tools.js';
-import { sharedTempDir } from '../../../support/tmp.js';
 import { drctl, json } from '../../../support/cli.js';
-import { startSshd, type Sshd } from '../../../support/sshd.js';
-import { domainXml, ensureLibvirtd, guestHandle, labCache, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
+import { startVmLab, stopVmLab, type VmLab } from '../../../support/vm-lab.js';
+import { domainXml, guestHandle, labCache, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
 
 const TOOLS = ['virsh', 'libvirtd', 'qemu-system-x86_64', 'qemu-ga', 'busybox', 'cpio', 'sshd', 'qemu-img'];
-const DIST = fileURLToPath(new URL('../../../../', import.meta.url));
 const MiB = 1024 * 1024;
 
-interface Lab {
-  dir: string;
-  sshd: Sshd;
-  config: string;
-  repo: string;
-}
+type Lab = VmLab;
 let lab: Lab | undefined;
 let setupError: unknown;
 
 test.before(async () => {
   if (!TOOLS.every((c) => execFileSync('sh', ['-c', `command -v ${c} || true`], { encoding: 'utf8' }).trim())) return;
   try {
-    await ensureLibvirtd();
-    const dir = await sharedTempDir('drctl-raw-');
-    await chmod(dir, 0o755);
-    const sshd = await startSshd();
-    const config = join(dir, 'config');
-    await mkdir(join(config, 'hosts'), { recursive: true });
-    await writeFile(join(config, 'hosts', 'hv1.yaml'), `driver: libvirt\nssh:\n  host: 127.0.0.1\n  port: ${sshd.port}\n  user: ${sshd.user}\n  keyFile: ${sshd.keyFile}\n  hostKey: "${sshd.hostKey}"\nuri: qemu:///system\n`);
-    const repo = join(dir, 'repo');
-    execFileSync(process.execPath, [join(DIST, 'cli/main.js'), 'init', '--repo', repo, '-q']);
-    lab = { dir, sshd, config, repo };
+    lab = await startVmLab('drctl-raw-');
   } catch (e) {
     setupError = e;
   }
 });
 
 test.after.always(async () => {
-  if (!lab) return;
-  await lab.sshd.stop();
-  await rm(lab.dir, { recursive: true, force: true });
+  if (lab) await stopVmLab(lab);
 });
 
 function ready(t: import('ava').ExecutionContext): Lab | undefined {

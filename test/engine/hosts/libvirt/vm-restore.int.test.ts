@@ -12,8 +12,8 @@ import { randomBytes, createHash } from 'node:crypto';
 import { requireTools } from '../../../support/tools.js';
 import { sharedTempDir } from '../../../support/tmp.js';
 import { drctl, json } from '../../../support/cli.js';
-import { startSshd, type Sshd } from '../../../support/sshd.js';
-import { bootGuest, ensureLibvirtd, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
+import { hostConfig, startVmLab, stopVmLab, type VmLab } from '../../../support/vm-lab.js';
+import { ensureLibvirtd, removeVm, virsh, waitForAgent, type Guest } from '../../../support/libvirt-lab.js';
 import { openHostTransport } from '../../../../engine/ssh/index.js';
 import { LibvirtHost } from '../../../../engine/hosts/libvirt/libvirt-host.js';
 import { rewriteForNewVm } from '../../../../engine/hosts/libvirt/domain-xml.js';
@@ -25,50 +25,25 @@ import { systemClock } from '../../../../engine/runtime/clock.js';
 const TOOLS = ['virsh', 'libvirtd', 'qemu-system-x86_64', 'qemu-ga', 'busybox', 'cpio', 'sshd', 'qemu-img', 'qemu-nbd'];
 const MiB = 1024 * 1024;
 
-interface Lab {
-  dir: string;
-  sshd: Sshd;
-  guest: Guest;
-  config: string;
-  repo: string;
-  store: string;
-}
+type Lab = VmLab & { guest: Guest; store: string };
 let lab: Lab | undefined;
 let setupError: unknown;
 
 test.before(async () => {
   if (!TOOLS.every((c) => execFileSync('sh', ['-c', `command -v ${c} || true`], { encoding: 'utf8' }).trim())) return;
-  let dir: string | undefined;
-  let sshd: Sshd | undefined;
-  let guest: Guest | undefined;
   try {
-    dir = await sharedTempDir('drctl-vmrestore-');
-    await chmod(dir, 0o755);
-    sshd = await startSshd();
-    guest = await bootGuest('drctl-rs');
-    const config = join(dir, 'config');
-    await mkdir(join(config, 'hosts'), { recursive: true });
-    await writeFile(join(config, 'hosts', 'hv1.yaml'), `driver: libvirt\nssh:\n  host: 127.0.0.1\n  port: ${sshd.port}\n  user: ${sshd.user}\n  keyFile: ${sshd.keyFile}\n  hostKey: "${sshd.hostKey}"\nuri: qemu:///system\n`);
-    const repo = join(dir, 'repo');
-    execFileSync(process.execPath, [join(process.cwd(), 'dist/cli/main.js'), 'init', '--repo', repo, '-q']);
-    const store = join(dir, 'store');
+    const l = await startVmLab('drctl-vmrestore-', 'drctl-rs');
+    const store = join(l.dir, 'store');
     await mkdir(store);
     await chmod(store, 0o755);
-    lab = { dir, sshd, guest, config, repo, store };
+    lab = { ...l, store };
   } catch (e) {
     setupError = e;
-    // after.always cleans up only a complete lab: undo what was started here.
-    await guest?.destroy();
-    await sshd?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
   }
 });
 
 test.after.always(async () => {
-  if (!lab) return;
-  await lab.guest.destroy();
-  await lab.sshd.stop();
-  await rm(lab.dir, { recursive: true, force: true });
+  if (lab) await stopVmLab(lab);
 });
 
 function ready(t: import('ava').ExecutionContext): Lab | undefined {
@@ -89,7 +64,7 @@ async function backup(l: Lab): Promise<string> {
 
 /** The engine's restore onto the original VM with resizeDisks (the CLI flag is wired in cli/commands/restore.ts). */
 async function restoreResizing(l: Lab, pointId: string): Promise<void> {
-  const h = new LibvirtHost(await openHostTransport({ name: 'hv1', driver: 'libvirt', ssh: { host: '127.0.0.1', port: l.sshd.port, user: l.sshd.user, keyFile: l.sshd.keyFile, hostKey: l.sshd.hostKey } }), 'qemu:///system');
+  const h = new LibvirtHost(await openHostTransport(hostConfig(l.sshd)), 'qemu:///system');
   try {
     const repo = await Repository.open(await openLocalTarget(l.repo), { clock: systemClock });
     const point = await repo.resolvePoint(pointId);
