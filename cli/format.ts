@@ -23,12 +23,5 @@ export function duration(ms: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(r).padStart(2, '0')}` : `${m}:${String(r).padStart(2, '0')}`;
 }
 
-/**
- * A name from a point or a source, safe to print on a terminal: control characters (a newline,
- * an ESC that starts a terminal sequence) are shown as \n, \t or \xNN. `--json` prints names
- * as they are.
- */
-export function printable(name: string): string {
-  // eslint-disable-next-line no-control-regex
-  return name.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
-}
+/** Names safe to print on a terminal: the engine's one rule, for the commands too. */
+export { printable } from '../engine/runtime/text.js';

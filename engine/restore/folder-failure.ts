@@ -7,6 +7,7 @@
 import {
   DestinationWriteError, IntegrityError, InterruptedError, TargetIoError, asDestinationError, errnoCode, isDrError,
 } from '../errors.js';
+import { printable } from '../runtime/text.js';
 
 /** An entry of the restore (not a folder) and whether it is complete under its final name. */
 export interface Outcome {
@@ -54,10 +55,4 @@ function tally(entries: Iterable<Outcome>): { total: number; done: number; missi
     else if (missing.length < NAMED) missing.push(printable(o.rel));
   }
   return { total, done, missing };
-}
-
-/** Control characters in a name would break the one-line message. */
-function printable(rel: string): string {
-  // eslint-disable-next-line no-control-regex -- matching control characters is the point
-  return rel.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
