@@ -24,4 +24,4 @@ export function duration(ms: number): string {
 }
 
 /** Names safe to print on a terminal: the engine's one rule, for the commands too. */
-export { printable } from '../engine/runtime/text.js';
+export { printable } from '../engine/runtime/index.js';

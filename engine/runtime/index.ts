@@ -8,3 +8,4 @@ export { systemClock, systemSleepClock, type Clock, type SleepClock } from './cl
 export { execFile } from './exec.js';
 export { shutdown } from './shutdown.js';
 export { makeDirs } from './fs.js';
+export { printable } from './text.js';
