@@ -52,6 +52,7 @@ export const forgetCommand: CommandSpec<Opts> = {
       retention: (points) => applyRetention(points, rules, ctx.clock.now()),
       dryRun: opts.dryRun,
       lockWait: cliLockWait(ctx, opts),
+      now: ctx.clock.now(),
     });
     if (opts.json) {
       printJson(ctx, { dryRun: !!opts.dryRun, groups });

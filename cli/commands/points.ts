@@ -31,7 +31,7 @@ export const pointsCommand: CommandSpec<Opts> = {
     const withPolicy = shown.some((p) => p.policy);
     const rows = shown.map((p) => [
       p.id.slice(0, 12), p.time.replace(/\.\d+Z$/, 'Z'), p.kind, withPolicy ? `${p.policy ?? '-'}/${p.name}` : p.name, bytes(p.stats.logicalBytes), bytes(p.stats.storedNewBytes),
-      [p.errors.length ? `partial(${p.errors.length})` : '', p.fallback ? 'fallback' : '', p.placement?.fallbackFrom ? `fallback-from:${p.placement.fallbackFrom}` : '', p.changeTracking?.mode === 'changed-extents' ? 'incremental' : ''].filter(Boolean).join(',') || '-',
+      [p.errors.length ? `partial(${p.errors.length})` : '', p.fallback ? 'fallback' : '', p.placement?.fallbackFrom ? `fallback-from:${p.placement.fallbackFrom}` : '', p.changeTracking?.mode === 'changed-extents' ? 'incremental' : '', p.safetyFor ? `safety:${p.safetyFor.slice(0, 12)}` : ''].filter(Boolean).join(',') || '-',
     ]);
     const head = ['ID', 'TIME', 'KIND', withPolicy ? 'POLICY/NAME' : 'NAME', 'SIZE', 'NEW', 'FLAGS'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));

@@ -31,7 +31,17 @@ export interface ForgetOptions {
   retention: RetentionFn;
   dryRun?: boolean;
   lockWait?: LockWait;
+  /** Now, for the age of safety points. */
+  now: Date;
 }
+
+/**
+ * How long a safety point (the state a VM had just before a restore overwrote it) is kept. It
+ * is not one of the policy's generations: counting it would push a real backup out of
+ * `--keep-last`, and retention would otherwise drop it at the first run after the restore,
+ * while it is the only copy of what the restore replaced.
+ */
+export const SAFETY_POINT_KEEP_DAYS = 30;
 
 export function groupOf(p: Point): string {
   return `${p.policy ?? ''}\u0000${p.name}`;
@@ -50,7 +60,7 @@ export async function forgetPoints(repo: Repository, opts: ForgetOptions): Promi
     const out: ForgetGroup[] = [];
     for (const members of groups.values()) {
       const first = members[0] as Point;
-      const d = opts.retention(members);
+      const d = decide(members, opts.retention, opts.now);
       out.push({
         ...(first.policy ? { policy: first.policy } : {}),
         name: first.name,
@@ -63,6 +73,18 @@ export async function forgetPoints(repo: Repository, opts: ForgetOptions): Promi
   } finally {
     await lock.release();
   }
+}
+
+/** Retention over a group's backups; its safety points are kept for SAFETY_POINT_KEEP_DAYS, apart from the generations. */
+function decide(members: Point[], retention: RetentionFn, now: Date): RetentionDecision {
+  const safety = members.filter((p) => p.safetyFor);
+  const d = retention(members.filter((p) => !p.safetyFor));
+  const cutoff = now.getTime() - SAFETY_POINT_KEEP_DAYS * 86_400_000;
+  for (const p of safety) {
+    if (Date.parse(p.time) >= cutoff) d.keep.push({ point: p, reasons: [`safety point taken before a restore of ${p.safetyFor?.slice(0, 12)} (kept ${SAFETY_POINT_KEEP_DAYS} days)`] });
+    else d.remove.push(p);
+  }
+  return d;
 }
 
 export interface ForgottenPoint {

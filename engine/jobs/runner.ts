@@ -274,6 +274,7 @@ export class JobRunner {
       filter: (p) => p.policy === policy.name && p.name === source.name,
       retention: this.deps.retention(policy),
       lockWait: { waitMs: 30 * 60_000, signal: this.jobAbort.signal },
+      now: this.deps.clock.now(),
     });
     const removed = new Set(groups.flatMap((g) => g.remove.map((r) => r.id)));
     if (removed.size === 0) return;

@@ -266,8 +266,14 @@ export class Repository {
         throw new UsageError(`latest is ambiguous in ${this.location}: points of ${names.length} names (${shown}) - give --name NAME`,
           `e.g. \`--name ${names[0]}\`; \`drctl points\` lists every point`);
       }
-      const p = pool.at(-1);
-      if (!p) throw new PointNotFoundError(`no recovery point${named} in ${this.location}`, 'list them with `drctl points`');
+      // A safety point holds the state a restore replaced: restoring `latest` again must give
+      // the newest backup, not undo the restore. Only an id names a safety point.
+      const p = pool.filter((q) => !q.safetyFor).at(-1);
+      if (!p) {
+        const safety = pool.at(-1);
+        throw new PointNotFoundError(`no recovery point${named} in ${this.location}${safety ? ` apart from safety points (taken before a restore)` : ''}`,
+          safety ? `give the safety point by id, e.g. ${safety.id.slice(0, 12)}; \`drctl points\` lists them` : 'list them with `drctl points`');
+      }
       return p;
     }
     if (spec.trim() === '') {
