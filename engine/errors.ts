@@ -131,6 +131,19 @@ export class IntegrityError extends DrError {
   }
 }
 
+/**
+ * A worker thread of drctl itself (hashing, compression, file writes) failed or could not start:
+ * not the data's fault, so it must not be reported as a damaged pack.
+ */
+export class WorkerThreadError extends DrError {
+  readonly code = 'WORKER_FAILED';
+  readonly exitCode = ExitCode.failed;
+  constructor(script: string, why: string, options?: { cause?: unknown }) {
+    super(`a worker thread of drctl (${script}) failed - ${why}`,
+      'reinstall drctl (`npm ci && npm run build`) and run the command again; the repository was not changed by this failure', options);
+  }
+}
+
 /** The hint for data a point needs that no index file lists: lost index files are rebuilt from the packs. */
 export const NOT_INDEXED_HINT = 'if index files were lost or damaged, `drctl repair index` rebuilds the index from the packs\' own headers; then `drctl check` says what is still missing';
 

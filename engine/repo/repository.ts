@@ -15,7 +15,7 @@ import { GcPacer, collectGarbage } from '../runtime/gc.js';
 import { acquireLock, type Lock, type LockKind, type LockWait } from './locks.js';
 import type { Point, PointManifest } from './point.js';
 import type { Clock } from '../runtime/clock.js';
-import { IntegrityError, NOT_INDEXED_HINT, NotARepositoryError, PointNotFoundError, RepoNotFoundError, RepoVersionError, UsageError } from '../errors.js';
+import { IntegrityError, NOT_INDEXED_HINT, NotARepositoryError, PointNotFoundError, RepoNotFoundError, RepoVersionError, UsageError, WorkerThreadError } from '../errors.js';
 
 /**
  * Blobs up to this size (tree blobs, small files) are decoded and verified right here: a
@@ -197,6 +197,7 @@ export class Repository {
     try {
       return await decodeVerified(stored, codec, rawLength, hash);
     } catch (e) {
+      if (e instanceof WorkerThreadError) throw e; // drctl's own thread failed, not the data
       throw damaged((e as Error).message, e);
     }
   }

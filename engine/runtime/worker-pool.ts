@@ -6,6 +6,9 @@
  * answered, and the daemon keeps one pool for months.
  */
 import { Worker } from 'node:worker_threads';
+import { basename } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WorkerThreadError } from '../errors.js';
 
 interface Slot {
   worker: Worker;
@@ -13,7 +16,7 @@ interface Slot {
   /** Threads of this slot that ended in a row without a reply in between. */
   ended: number;
   /** Why the slot is given up (its threads keep ending: a broken install): requests fail at once. */
-  dead?: Error;
+  dead?: WorkerThreadError;
 }
 
 /** Threads a slot may lose in a row before it is given up instead of started again. */
@@ -36,7 +39,7 @@ export class WorkerPool<Reply extends { id: number }> {
   /** Send `message` (its `id` is set here) with `transfer`, resolve with the worker's reply. */
   request(message: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
     const live = this.slots.filter((s) => !s.dead);
-    if (live.length === 0) return Promise.reject(this.slots[0]?.dead ?? new Error('no worker threads'));
+    if (live.length === 0) return Promise.reject(this.slots[0]?.dead ?? new WorkerThreadError(this.name, 'no worker threads'));
     const slot = live.reduce((a, b) => (b.pending < a.pending ? b : a));
     const id = this.nextId++;
     return new Promise<Reply>((resolve, reject) => {
@@ -52,17 +55,22 @@ export class WorkerPool<Reply extends { id: number }> {
   }
 
   /** A new thread for `slot`; when it ends on its own, its requests fail and another takes its place. */
+  /** The script's file name, for errors. */
+  private get name(): string {
+    return this.script.protocol === 'file:' ? basename(fileURLToPath(this.script)) : this.script.href;
+  }
+
   private start(slot: Slot): void {
     const worker = new Worker(this.script);
-    let failure: Error | undefined;
+    let failure: WorkerThreadError | undefined;
     slot.worker = worker;
     worker.unref();
     worker.on('message', (reply: Reply) => this.settle(reply));
     // What the thread threw arrives as a copy, not a native Error: give callers a real one.
-    worker.on('error', (e: Error) => (failure = new Error(e?.message ?? String(e), { cause: e })));
+    worker.on('error', (e: Error) => (failure = new WorkerThreadError(this.name, e?.message ?? String(e), { cause: e })));
     worker.on('exit', (code) => {
       if (this.stopping) return;
-      const why = failure ?? new Error(`a worker thread ended (exit code ${code})`);
+      const why = failure ?? new WorkerThreadError(this.name, `it ended (exit code ${code})`);
       this.failAll(slot, why);
       if (++slot.ended >= MAX_ENDED_IN_A_ROW) slot.dead = why;
       else this.start(slot);

@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { WorkerPool } from '../../../engine/runtime/worker-pool.js';
+import { ExitCode, WorkerThreadError } from '../../../engine/errors.js';
 
 const worker = new URL('../../support/pool-worker.js', import.meta.url);
 const broken = new URL('../../support/broken-worker.js', import.meta.url);
@@ -22,7 +23,11 @@ test('a worker thread that ends fails the requests it held and is replaced; late
   const pool = new WorkerPool<Reply>(worker, 1);
   t.teardown(() => pool.terminate());
   const first = await within(pool.request({ op: 'echo' }, []));
-  await t.throwsAsync(within(pool.request({ op: 'throw' }, [])), { message: 'the handler failed' });
+  // Named as drctl's own thread failing (not, say, a damaged pack whose decode it was doing).
+  const e = await t.throwsAsync(within(pool.request({ op: 'throw' }, [])), { instanceOf: WorkerThreadError });
+  t.is(e?.message, 'a worker thread of drctl (pool-worker.js) failed - the handler failed');
+  t.is(e?.exitCode, ExitCode.failed);
+  t.regex(e?.hint ?? '', /reinstall drctl/);
   const second = await within(pool.request({ op: 'echo' }, []));
   t.not(second.threadId, first.threadId, 'a new thread answers');
   await t.throwsAsync(within(pool.request({ op: 'exit' }, [])), { message: /exit code 7/ });
@@ -39,6 +44,6 @@ test('a worker thread that cannot start fails every request with its error inste
   const pool = new WorkerPool<Reply>(broken, 2);
   t.teardown(() => pool.terminate());
   for (let i = 0; i < 8; i++) {
-    await t.throwsAsync(within(pool.request({ op: 'echo' }, [])), { message: /cannot start: a module is missing/ });
+    await t.throwsAsync(within(pool.request({ op: 'echo' }, [])), { instanceOf: WorkerThreadError, message: /\(broken-worker\.js\) failed - cannot start: a module is missing/ });
   }
 });
