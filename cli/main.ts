@@ -31,11 +31,17 @@ process.on('SIGTERM', onSignal);
 const { hostname } = await import('node:os');
 const { shutdown, systemClock } = await import('../engine/runtime/index.js');
 const { main } = await import('./program.js');
-// `drctl points | head`: a closed pipe ends the output quietly, as Unix tools do.
-for (const stream of [process.stdout, process.stderr]) {
+// `drctl points | head`: a closed pipe ends the output quietly, as Unix tools do. Any other
+// failure to write (`drctl dump … > /full/volume/file`: ENOSPC, EIO) is one line on stderr and
+// exit 1, never a stack trace - what went to stdout is incomplete and the user must know.
+for (const [stream, what] of [[process.stdout, 'standard output'], [process.stderr, 'standard error']] as const) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw e;
+    if (stream === process.stdout) {
+      const why = e.code === 'ENOSPC' ? ' (the volume it goes to is full)' : '';
+      process.stderr.write(`drctl: cannot write to ${what} - ${e.code ?? e.message}: what was written there is incomplete${why}\n`);
+    }
+    process.exit(1);
   });
 }
 const ctx: CliContext = {
@@ -50,8 +56,8 @@ process.exitCode = await main(process.argv.slice(2), ctx);
 // Idle worker threads are unref'd, but a MessagePort can still hold the loop open: stop them.
 await shutdown();
 
-/** backup, restore and check --read-data hash, compress or verify on the codec workers. */
+/** backup, restore, dump and check --read-data hash, compress or verify on the codec workers. */
 function movesData(args: string[]): boolean {
   const word = args[0];
-  return word === 'backup' || word === 'restore' || (word === 'check' && args.includes('--read-data'));
+  return word === 'backup' || word === 'restore' || word === 'dump' || (word === 'check' && args.includes('--read-data'));
 }
