@@ -60,6 +60,8 @@ for t in san local; do
 done
 O=(--config "$WORK/config" --state "$WORK/state")
 $DRCTL target format san --format "${O[@]}" >&2
+# Jobs never create a local target's folder (a missing one is an unmounted volume); init does.
+$DRCTL init --target local "${O[@]}" >&2
 
 cat "$IMAGE" >/dev/null   # same warm page cache for both runs
 declare -A WALL RSS STORED
