@@ -14,6 +14,11 @@ export interface CommandSpec<O> {
   /** Positional arguments in commander syntax, e.g. '<point>'. */
   args?: string;
   options: OptionSpec[];
+  /**
+   * Standard output carries the command's data (`drctl dump`), so it has no --json, and
+   * nothing else (notices, usage errors as JSON) may be written there.
+   */
+  dataOnStdout?: true;
   /** Exit codes this command can return, for --help. */
   exitCodes: string;
   run(ctx: CliContext, opts: O, args: string[]): Promise<number>;

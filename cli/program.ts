@@ -30,7 +30,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   let code: number = ExitCode.ok;
   let json = false;
   const groups = new Map<string, Command>();
-  for (const spec of (await commandsFor(argv)) as CommandSpec<Record<string, unknown>>[]) {
+  const specs = (await commandsFor(argv)) as CommandSpec<Record<string, unknown>>[];
+  for (const spec of specs) {
     // "policy validate" is the sub-command validate of a group command policy.
     const words = spec.name.split(' ');
     let parent = program;
@@ -52,7 +53,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       if (o.repeatable) cmd.addOption(new Option(o.flags, o.description).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]));
       else cmd.option(o.flags, o.description);
     }
-    cmd.option('--json', 'print exactly one JSON document on stdout').option('-q, --quiet', 'print nothing but errors');
+    if (!spec.dataOnStdout) cmd.option('--json', 'print exactly one JSON document on stdout');
+    cmd.option('-q, --quiet', 'print nothing but errors');
     cmd.addHelpText('after', `\nExit codes: ${spec.exitCodes}`);
     cmd.exitOverride().action(async (...a: unknown[]) => {
       const command = a.at(-1) as Command;
@@ -70,11 +72,17 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       // printed the mistake on stderr; --json still gets its one document on stdout.
       if (e.exitCode === 0) return ExitCode.ok;
       const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
-      if (words.includes('--json')) printJson(ctx, { error: { code: 'USAGE', message: e.message.replace(/^error: /, ''), hint: 'run with --help for usage' } });
+      if (words.includes('--json') && !dataOnStdout(specs, words)) printJson(ctx, { error: { code: 'USAGE', message: e.message.replace(/^error: /, ''), hint: 'run with --help for usage' } });
       return ExitCode.usage;
     }
     return reportError(ctx, e, json, argv.includes('--debug'));
   }
+}
+
+/** Whether the command `words` runs writes its data on stdout: then no JSON error goes there. */
+function dataOnStdout(specs: CommandSpec<Record<string, unknown>>[], words: string[]): boolean {
+  const plain = words.filter((w) => !w.startsWith('-'));
+  return specs.some((s) => s.dataOnStdout && s.name.split(' ').every((w, i) => plain[i] === w));
 }
 
 /** The version in drctl's package.json (dist/cli/program.js is two levels below it). */

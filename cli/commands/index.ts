@@ -21,6 +21,7 @@ export const commandModules: CommandModule[] = [
   { word: 'backup', load: async () => one((await import('./backup.js')).backupCommand) },
   { word: 'points', load: async () => one((await import('./points.js')).pointsCommand) },
   { word: 'ls', load: async () => one((await import('./ls.js')).lsCommand) },
+  { word: 'dump', load: async () => one((await import('./dump.js')).dumpCommand) },
   { word: 'restore', load: async () => one((await import('./restore.js')).restoreCommand) },
   { word: 'check', load: async () => one((await import('./check.js')).checkCommand) },
   { word: 'forget', load: async () => one((await import('./forget.js')).forgetCommand) },

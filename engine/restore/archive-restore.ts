@@ -19,19 +19,16 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { ZipArchive } from 'archiver';
-import { pack as tarPack, type Header as TarHeader, type Pack as TarPack } from 'tar-stream';
 import { fsp, makeDirs, type FileHandle } from '../runtime/fs.js';
 import type { Repository } from '../repo/repository.js';
 import type { TreeEntry } from '../repo/tree.js';
 import { DestinationExistsError, IntegrityError, InterruptedError, TargetIoError, UsageError, asDestinationError, destinationCreateError, errnoCode } from '../errors.js';
 import type { PlanItem } from './files-plan.js';
-import { locateBlobs, readBlobs } from './pack-fetch.js';
-import type { BlobLocation } from '../repo/index-store.js';
 import { Codec } from '../repo/codec.js';
 import type { RestoreFilesOptions, RestoreFilesResult } from './files-restore.js';
-import { utimeArg } from './file-meta.js';
+import { archiveContent, classify, type Content, type Kind } from './archive-content.js';
+import { writeTar } from './tar-writer.js';
 
 export type ArchiveFormat = 'zip' | 'tar' | 'tgz';
 
@@ -43,10 +40,6 @@ export interface ArchiveRestoreOptions extends RestoreFilesOptions {
 /** The temporary name an archive is written to: DEST.partial-<12 hex digits>. */
 const PARTIAL_SUFFIX = /\.partial-[0-9a-f]{12}$/;
 
-/** Chunks are fetched in groups of consecutive chunks (few ranged reads), a few groups ahead. */
-const GROUP_CHUNKS = 256;
-const GROUP_BYTES = 16 << 20;
-const GROUPS_AHEAD = 4;
 const WRITE_BYTES = 1 << 20;
 
 export function archiveFormat(dest: string): ArchiveFormat | undefined {
@@ -63,9 +56,6 @@ export function archiveFormat(dest: string): ArchiveFormat | undefined {
   return undefined;
 }
 
-/** How an item goes into the archive. */
-type Kind = 'dir' | 'symlink' | 'link' | 'data';
-
 export async function restoreArchive(repo: Repository, planned: PlanItem[], dest: string, format: ArchiveFormat, opts: ArchiveRestoreOptions): Promise<Omit<RestoreFilesResult, 'durationMs'>> {
   const existing = await fsp.lstat(dest).catch((e: unknown) => (errnoCode(e) === 'ENOENT' ? undefined : Promise.reject(e)));
   if (existing?.isDirectory()) throw new UsageError(`restore destination ${dest} is a folder`, 'give an archive file name, or restore into the folder with a path not ending in .zip/.tar/.tar.gz');
@@ -74,26 +64,7 @@ export async function restoreArchive(repo: Repository, planned: PlanItem[], dest
 
   const { kept: items, skipped } = format === 'zip' ? zipSafe(planned) : { kept: planned, skipped: [] };
   const kinds = classify(items, format);
-  const hashes = items.flatMap((it, i) => (kinds[i] === 'data' ? it.entry.content ?? [] : []));
-  const located = locateBlobs(repo, hashes); // a missing chunk fails before the archive is started
-  const totalBytes = items.reduce((n, it, i) => n + (kinds[i] === 'data' ? it.entry.size : 0), 0);
-  const fetched = prefetch(groups(hashes, located), async (g) => ({ g, blobs: await readBlobs(repo, g, located) }), GROUPS_AHEAD);
-  const chunks = inOrder(fetched)[Symbol.asyncIterator]();
-  let doneBytes = 0;
-  let reported = 0;
-  const content = async function* (e: TreeEntry, rel: string): AsyncIterable<Buffer> {
-    for (let i = 0; i < (e.content?.length ?? 0); i++) {
-      if (opts.signal?.aborted) throw new InterruptedError();
-      const next = await chunks.next();
-      if (next.done) throw new Error('internal: chunk stream ended early');
-      doneBytes += next.value.length;
-      if (opts.onProgress && doneBytes - reported >= 4 << 20) {
-        reported = doneBytes;
-        opts.onProgress({ phase: 'restore', doneBytes, totalBytes, item: rel });
-      }
-      yield next.value;
-    }
-  };
+  const { content, located, totalBytes, stop } = archiveContent(repo, items, kinds, opts); // a missing chunk fails before the archive is started
 
   const tmp = `${dest}.partial-${randomBytes(6).toString('hex')}`;
   const out = await makeDirs(dirname(dest)).then(() => fsp.open(tmp, 'wx', 0o644)).catch((e: unknown) => {
@@ -102,12 +73,12 @@ export async function restoreArchive(repo: Repository, planned: PlanItem[], dest
   try {
     const incompressible = (e: TreeEntry) => (e.content?.length ?? 0) > 0 && e.content!.every((h) => located.get(h)!.codec === Codec.raw);
     if (format === 'zip') await writeZip(out, items, kinds, content, incompressible);
-    else await writeTar(out, items, kinds, content, format === 'tgz');
+    else await writeTar(coalesced(out), items, kinds, content, format === 'tgz');
     await fsp.rename(tmp, dest);
   } catch (e) {
     await out.close().catch(() => undefined);
     const removed = await fsp.rm(tmp, { force: true }).then(() => true, () => false);
-    await chunks.return?.().catch(() => undefined);
+    await stop();
     const left = removed ? 'the partial archive was removed' : `the partial archive ${tmp} could not be removed: delete it, it is not a whole archive`;
     if (e instanceof InterruptedError || opts.signal?.aborted) {
       throw new InterruptedError(`interrupted - restore destination ${dest} was not written (${left})`, 'run the restore again; the repository is unchanged');
@@ -171,88 +142,6 @@ function zipSafe(items: PlanItem[]): { kept: PlanItem[]; skipped: { path: string
     if (it.entry.type === 'dir') skippedDirs.push(it.rel);
   }
   return { kept, skipped };
-}
-
-function classify(items: PlanItem[], format: ArchiveFormat): Kind[] {
-  const files = new Set<string>();
-  return items.map(({ rel, entry }) => {
-    if (entry.type === 'dir') return 'dir';
-    if (entry.type === 'symlink') return 'symlink';
-    if (entry.type === 'hardlink' && format !== 'zip' && files.has(entry.linkTo as string)) return 'link';
-    if (entry.type === 'file') files.add(rel);
-    return 'data';
-  });
-}
-
-type Content = (e: TreeEntry, rel: string) => AsyncIterable<Buffer>;
-
-async function writeTar(out: FileHandle, items: PlanItem[], kinds: Kind[], content: Content, gzip: boolean): Promise<void> {
-  const pack = tarPack();
-  const sink = coalesced(out);
-  const done = gzip ? pipeline(pack, createGzip({ level: 1 }), sink) : pipeline(pack, sink);
-  done.catch(() => undefined); // awaited below
-  try {
-    for (let i = 0; i < items.length; i++) {
-      const { rel, entry } = items[i] as PlanItem;
-      const kind = kinds[i] as Kind;
-      const header: Partial<TarHeader> & { name: string } = {
-        name: kind === 'dir' ? `${rel}/` : rel,
-        mode: entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
-        ...tarTimes(entry),
-      };
-      if (kind === 'dir') await tarEntry(pack, { ...header, type: 'directory' });
-      else if (kind === 'symlink') await tarEntry(pack, { ...header, type: 'symlink', linkname: entry.target });
-      else if (kind === 'link') await tarEntry(pack, { ...header, type: 'link', linkname: entry.linkTo });
-      else await tarEntry(pack, { ...header, type: 'file', size: entry.size }, content(entry, rel));
-    }
-    pack.finalize();
-  } catch (e) {
-    pack.destroy(e as Error);
-    await done.catch(() => undefined);
-    throw e;
-  }
-  await done;
-}
-
-/** Largest uid/gid and mtime (seconds) tar-stream writes into a ustar header as they are. */
-const USTAR_MAX_ID = 0o777777;
-const USTAR_MAX_SECONDS = 2 ** 31 - 1;
-
-/**
- * The mtime for the ustar header, plus a PAX record (which GNU tar, bsdtar and Python read
- * before the ustar fields) for what the header cannot hold: an owner above 262143 (sssd,
- * winbind, NFS `nobody` = 4294967294) or an mtime before 1970 or after 2038, which
- * tar-stream would otherwise clamp or wrap without a word.
- */
-function tarTimes(entry: TreeEntry): { mtime: Date; pax?: Record<string, string> } {
-  const pax: Record<string, string> = {};
-  if (entry.uid > USTAR_MAX_ID) pax.uid = String(entry.uid);
-  if (entry.gid > USTAR_MAX_ID) pax.gid = String(entry.gid);
-  const ns = BigInt(entry.mtimeNs);
-  const seconds = Number(ns / 1_000_000_000n) - (ns < 0n && ns % 1_000_000_000n !== 0n ? 1 : 0);
-  if (seconds < 0 || seconds > USTAR_MAX_SECONDS) pax.mtime = utimeArg(entry.mtimeNs);
-  const shown = Math.min(Math.max(seconds, 0), USTAR_MAX_SECONDS);
-  return { mtime: new Date(shown * 1000), ...(Object.keys(pax).length > 0 ? { pax } : {}) };
-}
-
-function tarEntry(pack: TarPack, header: Partial<TarHeader> & { name: string }, data?: AsyncIterable<Buffer>): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const entry = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    // An entry is destroyed with the error of its content, or of the pack when the archive
-    // file fails; both reach the caller through this promise. Unheard, the entry's 'error'
-    // event would end the process.
-    entry.on('error', () => undefined);
-    if (!data) return;
-    void (async () => {
-      for await (const chunk of data) if (!entry.write(chunk)) await once(entry, 'drain');
-      entry.end(undefined);
-    })().catch((e: unknown) => {
-      reject(e); // first: the cause, not the "tar entry destroyed" the callback then gets
-      entry.destroy(e as Error);
-    });
-  });
 }
 
 async function writeZip(out: FileHandle, items: PlanItem[], kinds: Kind[], content: Content, incompressible: (e: TreeEntry) => boolean): Promise<void> {
@@ -335,47 +224,4 @@ function coalesced(out: FileHandle): Writable {
   });
   file.on('error', (e) => w.destroy(e));
   return w;
-}
-
-/** Consecutive runs of chunk hashes, bounded in count and bytes. */
-function groups(hashes: string[], located: Map<string, BlobLocation>): string[][] {
-  const out: string[][] = [];
-  let cur: string[] = [];
-  let bytes = 0;
-  for (const h of hashes) {
-    const n = located.get(h)!.rawLength;
-    if (cur.length > 0 && (cur.length >= GROUP_CHUNKS || bytes + n > GROUP_BYTES)) {
-      out.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(h);
-    bytes += n;
-  }
-  if (cur.length > 0) out.push(cur);
-  return out;
-}
-
-/** The chunks of each group, in the group's order (a chunk may repeat). */
-async function* inOrder(fetched: AsyncIterable<{ g: string[]; blobs: Map<string, Buffer> }>): AsyncIterable<Buffer> {
-  for await (const { g, blobs } of fetched) for (const h of g) yield blobs.get(h)!;
-}
-
-/** Map `items` through `fn` with up to `limit` in flight, yielding results in input order. */
-async function* prefetch<T, R>(items: T[], fn: (t: T) => Promise<R>, limit: number): AsyncIterable<R> {
-  const queue: Promise<R>[] = [];
-  let next = 0;
-  const fill = () => {
-    while (queue.length < limit && next < items.length) {
-      const p = fn(items[next++] as T);
-      p.catch(() => undefined); // rethrown when its turn comes
-      queue.push(p);
-    }
-  };
-  fill();
-  while (queue.length > 0) {
-    const r = await (queue.shift() as Promise<R>);
-    fill();
-    yield r;
-  }
 }
