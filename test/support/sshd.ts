@@ -40,7 +40,9 @@ export async function startSshd(): Promise<Sshd> {
     'AllowTcpForwarding yes',
     // bash sources ~/.bashrc for ssh commands unless SHLVL says it is nested; this machine's
     // root .bashrc takes ~1 s (pyenv), which would otherwise dominate every remote command.
-    'SetEnv SHLVL=1', 'MaxSessions 64', 'MaxStartups 64', 'LogLevel ERROR', '',
+    // MaxSessions stays at OpenSSH's default (10 channels per connection), as on the hosts drctl
+    // meets: a VM backup or restore that opened more channels than that fails here too.
+    'SetEnv SHLVL=1', 'MaxStartups 64', 'LogLevel ERROR', '',
   ].join('\n'));
   const child: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
