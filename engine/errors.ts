@@ -140,7 +140,7 @@ export class WorkerThreadError extends DrError {
   readonly exitCode = ExitCode.failed;
   constructor(script: string, why: string, options?: { cause?: unknown }) {
     super(`a worker thread of drctl (${script}) failed - ${why}`,
-      'reinstall drctl (`npm ci && npm run build`) and run the command again; the repository was not changed by this failure', options);
+      'reinstall drctl (`npm ci && npm run build`) and run the command again; this is drctl\'s own failure, not damage in the repository, and nothing half-done was committed', options);
   }
 }
 

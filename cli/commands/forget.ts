@@ -47,12 +47,13 @@ export const forgetCommand: CommandSpec<Opts> = {
       if (!opts.repo && !opts.target) opts.target = policy.target;
     } else rules = rulesFromFlags(opts);
     const repo = await openRepo(ctx, opts);
+    const now = ctx.clock.now();
     const groups = await forgetPoints(repo, {
       filter: (p) => (!opts.policy || p.policy === opts.policy) && (!opts.name || p.name === opts.name),
-      retention: (points) => applyRetention(points, rules, ctx.clock.now()),
+      retention: (points) => applyRetention(points, rules, now),
       dryRun: opts.dryRun,
       lockWait: cliLockWait(ctx, opts),
-      now: ctx.clock.now(),
+      now,
     });
     if (opts.json) {
       printJson(ctx, { dryRun: !!opts.dryRun, groups });

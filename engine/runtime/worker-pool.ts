@@ -27,8 +27,11 @@ export class WorkerPool<Reply extends { id: number }> {
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; slot: Slot }>();
   private nextId = 1;
   private stopping = false;
+  /** The script's file name, for errors. */
+  private readonly name: string;
 
   constructor(private readonly script: URL, size: number) {
+    this.name = script.protocol === 'file:' ? basename(fileURLToPath(script)) : script.href;
     for (let i = 0; i < Math.max(1, size); i++) {
       const slot = { pending: 0, ended: 0 } as Slot;
       this.start(slot);
@@ -55,11 +58,6 @@ export class WorkerPool<Reply extends { id: number }> {
   }
 
   /** A new thread for `slot`; when it ends on its own, its requests fail and another takes its place. */
-  /** The script's file name, for errors. */
-  private get name(): string {
-    return this.script.protocol === 'file:' ? basename(fileURLToPath(this.script)) : this.script.href;
-  }
-
   private start(slot: Slot): void {
     const worker = new Worker(this.script);
     let failure: WorkerThreadError | undefined;
